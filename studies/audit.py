@@ -1,0 +1,106 @@
+"""The audit trail helpers every app uses (21 CFR Part 11: who, when, old and new value, why).
+
+django-simple-history writes a history row on every save() and delete(). Queryset writes
+(update, bulk_update, bulk_create) skip model signals and so would skip the trail: the default
+manager of every audited model refuses them, and `audited_bulk_create` / `audited_bulk_update`
+are the one way to write in bulk, history rows included, in the same transaction.
+"""
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from django.db import models, transaction
+from django.utils import timezone
+from simple_history.utils import bulk_create_with_history, bulk_update_with_history
+
+_bulk_allowed: ContextVar[bool] = ContextVar("audited_bulk_allowed", default=False)
+
+
+class AuditBypassError(RuntimeError):
+    """A queryset write on an audited model that would leave no history row."""
+
+
+class ReasonRequired(ValueError):
+    """A change to regulated data without a reason for change."""
+
+
+class AuditedQuerySet(models.QuerySet):
+    def _refuse(self, operation: str):
+        if not _bulk_allowed.get():
+            raise AuditBypassError(
+                f"{self.model.__name__}.objects.{operation}() would bypass the audit trail; "
+                "use studies.audit.audited_bulk_create / audited_bulk_update"
+            )
+
+    def update(self, **kwargs):
+        self._refuse("update")
+        return super().update(**kwargs)
+
+    def bulk_update(self, objs, fields, batch_size=None):
+        self._refuse("bulk_update")
+        return super().bulk_update(objs, fields, batch_size=batch_size)
+
+    def bulk_create(self, objs, *args, **kwargs):
+        self._refuse("bulk_create")
+        return super().bulk_create(objs, *args, **kwargs)
+
+
+AuditedManager = models.Manager.from_queryset(AuditedQuerySet)
+
+
+@contextmanager
+def _allow_bulk() -> Iterator[None]:
+    token = _bulk_allowed.set(True)
+    try:
+        yield
+    finally:
+        _bulk_allowed.reset(token)
+
+
+def _require_reason(reason: str) -> str:
+    if not reason or not reason.strip():
+        raise ReasonRequired("A reason for change is required.")
+    return reason.strip()
+
+
+def set_audit(instance: models.Model, *, actor, reason: str | None) -> models.Model:
+    """Attribute the next save()/delete() of `instance` to `actor`, with `reason`."""
+    instance._history_user = actor
+    instance._change_reason = reason
+    return instance
+
+
+def audited_bulk_create(objs: Iterable[models.Model], *, actor, reason: str, batch_size: int = 1000) -> list:
+    objs = list(objs)
+    if not objs:
+        return []
+    model = type(objs[0])
+    with transaction.atomic(), _allow_bulk():
+        return bulk_create_with_history(
+            objs,
+            model,
+            batch_size=batch_size,
+            default_user=actor,
+            default_change_reason=_require_reason(reason),
+            default_date=timezone.now(),
+        )
+
+
+def audited_bulk_update(
+    objs: Iterable[models.Model], fields: list[str], *, actor, reason: str, batch_size: int = 1000
+) -> int:
+    objs = list(objs)
+    if not objs:
+        return 0
+    model = type(objs[0])
+    with transaction.atomic(), _allow_bulk():
+        return bulk_update_with_history(
+            objs,
+            model,
+            fields,
+            batch_size=batch_size,
+            default_user=actor,
+            default_change_reason=_require_reason(reason),
+            default_date=timezone.now(),
+        )

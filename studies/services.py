@@ -1,0 +1,123 @@
+"""Writes to study data. One service per domain action, keyword-only, atomic, audited."""
+
+from datetime import date, datetime
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from guardian.shortcuts import assign_perm, remove_perm
+
+from studies.audit import ReasonRequired, set_audit
+from studies.models import (
+    SITE_ROLES,
+    DataPoint,
+    FormDefinition,
+    ItemDefinition,
+    Role,
+    Site,
+    Study,
+    StudyMembership,
+    Subject,
+    SubjectVisit,
+)
+
+_NUMERIC = {ItemDefinition.DataType.INTEGER, ItemDefinition.DataType.FLOAT}
+
+
+def typed_value(*, item: ItemDefinition, raw_value: str) -> tuple[float | None, date | None]:
+    """The typed forms of a raw EDC value, checked against the item's data type.
+
+    An empty value is a missing value, not an error (the required check deals with it)."""
+    raw = (raw_value or "").strip()
+    if raw == "":
+        return None, None
+    if item.data_type in _NUMERIC:
+        try:
+            number = float(raw)
+        except ValueError:
+            raise ValidationError({"raw_value": f"{raw!r} is not a number ({item.oid} is {item.data_type})."})
+        if item.data_type == ItemDefinition.DataType.INTEGER and not number.is_integer():
+            raise ValidationError({"raw_value": f"{raw!r} is not an integer ({item.oid})."})
+        return number, None
+    if item.data_type in (ItemDefinition.DataType.DATE, ItemDefinition.DataType.DATETIME):
+        try:
+            parsed = datetime.fromisoformat(raw)
+        except ValueError:
+            raise ValidationError({"raw_value": f"{raw!r} is not an ISO 8601 date ({item.oid})."})
+        return None, parsed.date()
+    return None, None
+
+
+@transaction.atomic
+def data_point_create(
+    *, visit: SubjectVisit, form: FormDefinition, item: ItemDefinition, raw_value: str, actor,
+    repeat_key: str = "1", entered_by: str = "", entered_at: datetime | None = None,
+    reason: str = "Initial entry",
+) -> DataPoint:
+    number, day = typed_value(item=item, raw_value=raw_value)
+    data_point = DataPoint(
+        study_id=visit.study_id, subject_id=visit.subject_id, visit=visit, form=form, item=item,
+        repeat_key=repeat_key, raw_value=raw_value, value_number=number, value_date=day,
+        entered_by=entered_by or getattr(actor, "username", ""), entered_at=entered_at or timezone.now(),
+    )
+    data_point.full_clean(validate_unique=True)
+    set_audit(data_point, actor=actor, reason=reason)
+    data_point.save()
+    return data_point
+
+
+@transaction.atomic
+def data_point_update(*, data_point: DataPoint, raw_value: str, actor, reason: str) -> DataPoint:
+    """Change a value. The reason is mandatory (21 CFR Part 11); a verified value goes back to
+    "to verify" because the source it was verified against no longer matches."""
+    if not reason or not reason.strip():
+        raise ReasonRequired("A reason for change is required to change a data point.")
+    # Lock the row: two concurrent edits must not both read version N and write N + 1.
+    data_point = DataPoint.objects.select_for_update().select_related("item").get(pk=data_point.pk)
+    if raw_value == data_point.raw_value:
+        return data_point
+    number, day = typed_value(item=data_point.item, raw_value=raw_value)
+    data_point.raw_value = raw_value
+    data_point.value_number = number
+    data_point.value_date = day
+    data_point.version += 1
+    data_point.entered_by = getattr(actor, "username", "")
+    data_point.entered_at = timezone.now()
+    if data_point.sdv_state in (DataPoint.SdvState.VERIFIED, DataPoint.SdvState.DISCREPANCY):
+        data_point.sdv_state = DataPoint.SdvState.TO_VERIFY
+    set_audit(data_point, actor=actor, reason=reason.strip())
+    data_point.save()
+    return data_point
+
+
+@transaction.atomic
+def membership_grant(*, user, study: Study, role: str, site: Site | None = None, actor=None) -> StudyMembership:
+    """Give `user` a role in `study` (site roles need their site). Audited by django-auditlog."""
+    if role not in Role.values:
+        raise ValidationError({"role": f"Unknown role {role!r}."})
+    membership = StudyMembership(user=user, study=study, role=role, site=site if role in SITE_ROLES else None)
+    membership.full_clean()
+    membership.save()
+    return membership
+
+
+@transaction.atomic
+def cra_site_assign(*, cra, site: Site) -> None:
+    """Grant a CRA one site (a per-object permission, finer than the study membership)."""
+    if not StudyMembership.objects.filter(user=cra, study_id=site.study_id, role=Role.CRA, is_active=True).exists():
+        raise ValidationError("The user is not a CRA of this site's study.")
+    assign_perm("studies.monitor_site", cra, site)
+
+
+@transaction.atomic
+def cra_site_unassign(*, cra, site: Site) -> None:
+    remove_perm("studies.monitor_site", cra, site)
+
+
+@transaction.atomic
+def subject_create(*, site: Site, subject_id: str, actor, reason: str = "Subject registered", **fields) -> Subject:
+    subject = Subject(study_id=site.study_id, site=site, subject_id=subject_id, **fields)
+    subject.full_clean()
+    set_audit(subject, actor=actor, reason=reason)
+    subject.save()
+    return subject

@@ -1,0 +1,61 @@
+"""Access-control audit (django-auditlog): memberships, per-object grants, account flags, and
+logins, logouts and failed logins. Regulated study data is audited by simple-history instead."""
+
+from auditlog.models import LogEntry
+from auditlog.registry import auditlog
+from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.contrib.contenttypes.models import ContentType
+from django.dispatch import receiver
+from guardian.models import GroupObjectPermission, UserObjectPermission
+
+from studies.models import StudyMembership
+
+User = get_user_model()
+
+auditlog.register(StudyMembership)
+auditlog.register(UserObjectPermission)
+auditlog.register(GroupObjectPermission)
+auditlog.register(User, include_fields=["username", "is_active", "is_staff", "is_superuser", "groups"],
+                  m2m_fields={"groups"})
+
+
+def _client(request) -> dict:
+    if request is None:
+        return {}
+    return {"remote_addr": request.META.get("REMOTE_ADDR") or None}
+
+
+def _log_access(user, event: str, request) -> None:
+    LogEntry.objects.log_create(
+        user, force_log=True, action=LogEntry.Action.ACCESS, actor=user,
+        changes={"event": [None, event]}, additional_data={"event": event}, **_client(request),
+    )
+
+
+@receiver(user_logged_in)
+def _on_login(sender, request, user, **kwargs):
+    _log_access(user, "login", request)
+
+
+@receiver(user_logged_out)
+def _on_logout(sender, request, user, **kwargs):
+    if user is not None:
+        _log_access(user, "logout", request)
+
+
+@receiver(user_login_failed)
+def _on_login_failed(sender, credentials, request=None, **kwargs):
+    # The attempted user name is kept, never the password (Django already masks it in credentials).
+    username = str(credentials.get("username", ""))[:150]
+    existing = User.objects.filter(username=username).first()
+    LogEntry.objects.create(
+        content_type=ContentType.objects.get_for_model(User),
+        object_pk=str(existing.pk) if existing else "",
+        object_id=existing.pk if existing else None,
+        object_repr=username,
+        action=LogEntry.Action.ACCESS,
+        changes={"event": [None, "login_failed"]},
+        additional_data={"event": "login_failed", "username": username},
+        **_client(request),
+    )

@@ -1,0 +1,26 @@
+import os
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+
+def _required(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def skip_or_fail(reason: str, *, required_by: str) -> None:
+    """Skip a test whose outside prerequisite is missing, unless the environment says it is
+    required (CI), in which case the test fails with the same reason."""
+    if _required(required_by):
+        pytest.fail(f"{reason} (required because {required_by} is set)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data: real third-party files; present in CI, absent in a user's clone."""
+    path = Path(settings.SHARED_DATA_DIR)
+    if not path.is_dir():
+        skip_or_fail(f"shared data not found at {path}", required_by="TRIALOPS_REQUIRE_SHARED_DATA")
+    return path
