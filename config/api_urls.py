@@ -1,3 +1,30 @@
-from django.urls import path
+"""/api/: version 1 of the REST API, JWT for integrations, and the OpenAPI schema and docs."""
 
-urlpatterns: list = []
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+from rest_framework_simplejwt.views import TokenRefreshView
+
+from deviations.api import DeviationViewSet
+from queries.api import QueryViewSet
+from studies import api as studies_api
+from studies.auth_api import AuditedTokenObtainPairView
+
+router = DefaultRouter()
+router.register("studies", studies_api.StudyViewSet, basename="study")
+router.register("sites", studies_api.SiteViewSet, basename="site")
+router.register("subjects", studies_api.SubjectViewSet, basename="subject")
+router.register("visits", studies_api.SubjectVisitViewSet, basename="visit")
+router.register("forms", studies_api.FormDefinitionViewSet, basename="form")
+router.register("items", studies_api.ItemDefinitionViewSet, basename="item")
+router.register("data-points", studies_api.DataPointViewSet, basename="data-point")
+router.register("queries", QueryViewSet, basename="query")
+router.register("deviations", DeviationViewSet, basename="deviation")
+
+urlpatterns = [
+    path("v1/auth/token/", AuditedTokenObtainPairView.as_view(), name="token-obtain"),
+    path("v1/auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
+    path("v1/", include(router.urls)),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+]

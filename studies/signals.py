@@ -26,7 +26,7 @@ def _client(request) -> dict:
     return {"remote_addr": request.META.get("REMOTE_ADDR") or None}
 
 
-def _log_access(user, event: str, request) -> None:
+def log_access_event(user, event: str, request) -> None:
     LogEntry.objects.log_create(
         user, force_log=True, action=LogEntry.Action.ACCESS, actor=user,
         changes={"event": [None, event]}, additional_data={"event": event}, **_client(request),
@@ -35,13 +35,13 @@ def _log_access(user, event: str, request) -> None:
 
 @receiver(user_logged_in)
 def _on_login(sender, request, user, **kwargs):
-    _log_access(user, "login", request)
+    log_access_event(user, "login", request)
 
 
 @receiver(user_logged_out)
 def _on_logout(sender, request, user, **kwargs):
     if user is not None:
-        _log_access(user, "logout", request)
+        log_access_event(user, "logout", request)
 
 
 @receiver(user_login_failed)

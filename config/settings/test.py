@@ -8,3 +8,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed; n
 CELERY_TASK_ALWAYS_EAGER = False
 TASKS_IN_PROCESS = False
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
+
+# Serve static files from the app directories without collectstatic (whitenoise's dev mode).
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True

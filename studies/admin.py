@@ -1,0 +1,155 @@
+"""Django admin for sponsors: studies, sites, memberships and item metadata, with history.
+
+Every change made here asks for a reason for change, stored in the history row with the user
+(21 CFR Part 11). A sponsor who is staff sees only the studies they sponsor."""
+
+from django import forms
+from django.contrib import admin
+from guardian.admin import GuardedModelAdminMixin
+from simple_history.admin import SimpleHistoryAdmin
+
+from studies.models import (
+    DataPoint,
+    FormDefinition,
+    ItemDefinition,
+    Role,
+    Site,
+    Study,
+    StudyMembership,
+    Subject,
+    SubjectVisit,
+    VisitDefinition,
+)
+
+
+def sponsored_study_ids(user):
+    return StudyMembership.objects.filter(user=user, role=Role.SPONSOR, is_active=True).values("study_id")
+
+
+class ReasonForm(forms.ModelForm):
+    reason_for_change = forms.CharField(
+        max_length=1000, required=False, widget=forms.TextInput(attrs={"size": 80}),
+        help_text="Required when changing an existing record (audit trail).",
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.instance.pk and not (cleaned.get("reason_for_change") or "").strip():
+            self.add_error("reason_for_change", "A reason for change is required.")
+        return cleaned
+
+
+class AuditedAdmin(SimpleHistoryAdmin):
+    """History view plus a mandatory reason on change; scoped to the sponsor's studies."""
+
+    form = ReasonForm
+    study_path = "study"
+
+    def save_model(self, request, obj, form, change):
+        obj._change_reason = (form.cleaned_data.get("reason_for_change") or "").strip() or "Created in admin"
+        super().save_model(request, obj, form, change)
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(**{f"{self.study_path}__in": sponsored_study_ids(request.user)})
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if not request.user.is_superuser and db_field.related_model is Study:
+            kwargs["queryset"] = Study.objects.filter(id__in=sponsored_study_ids(request.user))
+        elif not request.user.is_superuser and hasattr(db_field.related_model, "study"):
+            kwargs["queryset"] = db_field.related_model.objects.filter(
+                study_id__in=sponsored_study_ids(request.user)
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+@admin.register(Study)
+class StudyAdmin(AuditedAdmin):
+    list_display = ["protocol_id", "name", "sponsor", "phase", "status"]
+    search_fields = ["protocol_id", "name", "oid"]
+    list_filter = ["status", "phase"]
+    study_path = "pk"
+
+    def get_queryset(self, request):
+        queryset = SimpleHistoryAdmin.get_queryset(self, request)
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(pk__in=sponsored_study_ids(request.user))
+
+
+@admin.register(Site)
+class SiteAdmin(GuardedModelAdminMixin, AuditedAdmin):
+    list_display = ["number", "name", "study", "country", "city", "timezone", "language"]
+    list_filter = ["study", "country"]
+    search_fields = ["number", "name", "city"]
+
+
+@admin.register(StudyMembership)
+class StudyMembershipAdmin(admin.ModelAdmin):
+    """Access-control changes are audited by django-auditlog (see studies/signals.py)."""
+
+    list_display = ["user", "study", "role", "site", "is_active", "created_at"]
+    list_filter = ["study", "role", "is_active"]
+    search_fields = ["user__username", "study__protocol_id"]
+    autocomplete_fields = ["user"]
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request).select_related("user", "study", "site")
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(study__in=sponsored_study_ids(request.user))
+
+
+@admin.register(Subject)
+class SubjectAdmin(AuditedAdmin):
+    list_display = ["subject_id", "study", "site", "status", "consent_date", "enrolment_date"]
+    list_filter = ["study", "status"]
+    search_fields = ["subject_id"]
+
+
+@admin.register(VisitDefinition)
+class VisitDefinitionAdmin(AuditedAdmin):
+    list_display = ["oid", "name", "study", "order", "planned_day", "window_before", "window_after"]
+    list_filter = ["study"]
+
+
+@admin.register(SubjectVisit)
+class SubjectVisitAdmin(AuditedAdmin):
+    list_display = ["subject", "definition", "repeat_key", "actual_date"]
+    list_filter = ["study"]
+    search_fields = ["subject__subject_id"]
+
+
+@admin.register(FormDefinition)
+class FormDefinitionAdmin(AuditedAdmin):
+    list_display = ["oid", "name", "study", "order", "repeating"]
+    list_filter = ["study"]
+
+
+@admin.register(ItemDefinition)
+class ItemDefinitionAdmin(AuditedAdmin):
+    list_display = ["oid", "label", "study", "form", "data_type", "units", "range_low", "range_high", "mandatory",
+                    "critical"]
+    list_filter = ["study", "data_type", "critical", "mandatory"]
+    search_fields = ["oid", "label"]
+
+
+@admin.register(DataPoint)
+class DataPointAdmin(AuditedAdmin):
+    """Read-only: clinical values are entered at the site (UI/API, with a reason) or synced from the
+    EDC, never typed into admin. The history view shows every version."""
+
+    list_display = ["subject", "visit", "item", "repeat_key", "raw_value", "version", "sdv_state"]
+    list_filter = ["study", "sdv_state"]
+    search_fields = ["subject__subject_id", "item__oid"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

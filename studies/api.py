@@ -1,0 +1,241 @@
+"""API v1 for study data. Views parse, check access through the selectors, call one service and
+serialize: an object outside the user's scope is not in the queryset, so it answers 404."""
+
+import django_filters
+from django.core.exceptions import PermissionDenied
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from studies import selectors, services
+from studies.models import (
+    DataPoint,
+    FormDefinition,
+    ItemDefinition,
+    Site,
+    Study,
+    Subject,
+    SubjectVisit,
+)
+
+# --- Serializers -------------------------------------------------------------------------------
+
+
+class StudySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Study
+        fields = ["id", "protocol_id", "oid", "name", "sponsor", "phase", "status", "created_at"]
+
+
+class SiteSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Site
+        fields = ["id", "study", "number", "name", "country", "city", "timezone", "language", "latitude", "longitude"]
+
+
+class SubjectSerializer(serializers.ModelSerializer):
+    site_number = serializers.CharField(source="site.number", read_only=True)
+
+    class Meta:
+        model = Subject
+        fields = ["id", "study", "site", "site_number", "subject_id", "status", "consent_date", "enrolment_date"]
+
+
+class SubjectVisitSerializer(serializers.ModelSerializer):
+    subject_id = serializers.CharField(source="subject.subject_id", read_only=True)
+    visit_oid = serializers.CharField(source="definition.oid", read_only=True)
+    visit_name = serializers.CharField(source="definition.name", read_only=True)
+    planned_day = serializers.IntegerField(source="definition.planned_day", read_only=True)
+    window_before = serializers.IntegerField(source="definition.window_before", read_only=True)
+    window_after = serializers.IntegerField(source="definition.window_after", read_only=True)
+
+    class Meta:
+        model = SubjectVisit
+        fields = ["id", "study", "subject", "subject_id", "definition", "visit_oid", "visit_name", "repeat_key",
+                  "actual_date", "planned_day", "window_before", "window_after"]
+
+
+class FormDefinitionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = FormDefinition
+        fields = ["id", "study", "oid", "name", "order", "repeating"]
+
+
+class ItemDefinitionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ItemDefinition
+        fields = ["id", "study", "form", "oid", "label", "data_type", "units", "codelist", "range_low", "range_high",
+                  "mandatory", "critical"]
+
+
+class DataPointSerializer(serializers.ModelSerializer):
+    subject_id = serializers.CharField(source="subject.subject_id", read_only=True)
+    site_number = serializers.CharField(source="subject.site.number", read_only=True)
+    visit_oid = serializers.CharField(source="visit.definition.oid", read_only=True)
+    form_oid = serializers.CharField(source="form.oid", read_only=True)
+    item_oid = serializers.CharField(source="item.oid", read_only=True)
+
+    class Meta:
+        model = DataPoint
+        fields = ["id", "study", "subject", "subject_id", "site_number", "visit", "visit_oid", "form", "form_oid",
+                  "item", "item_oid", "repeat_key", "raw_value", "value_number", "value_date", "entered_by",
+                  "entered_at", "version", "sdv_state"]
+
+
+class DataPointChangeSerializer(serializers.Serializer):
+    raw_value = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=4000)
+    reason = serializers.CharField(max_length=1000, help_text="Reason for change (21 CFR Part 11)")
+
+
+class HistoryRowSerializer(serializers.Serializer):
+    history_id = serializers.IntegerField()
+    history_date = serializers.DateTimeField()
+    history_type = serializers.SerializerMethodField()
+    history_user = serializers.SerializerMethodField()
+    reason = serializers.CharField(source="history_change_reason", allow_null=True)
+    version = serializers.IntegerField()
+    raw_value = serializers.CharField()
+    sdv_state = serializers.CharField()
+
+    _TYPES = {"+": "created", "~": "changed", "-": "deleted"}
+
+    def get_history_type(self, row) -> str:
+        return self._TYPES.get(row.history_type, row.history_type)
+
+    def get_history_user(self, row) -> str | None:
+        return row.history_user.username if row.history_user_id else None
+
+
+# --- Filters -----------------------------------------------------------------------------------
+
+
+class SiteFilter(django_filters.FilterSet):
+    class Meta:
+        model = Site
+        fields = ["study", "country", "number"]
+
+
+class SubjectFilter(django_filters.FilterSet):
+    class Meta:
+        model = Subject
+        fields = ["study", "site", "status", "subject_id"]
+
+
+class SubjectVisitFilter(django_filters.FilterSet):
+    site = django_filters.NumberFilter(field_name="subject__site")
+    visit_oid = django_filters.CharFilter(field_name="definition__oid")
+
+    class Meta:
+        model = SubjectVisit
+        fields = ["study", "subject", "definition", "site", "visit_oid"]
+
+
+class StudyScopedFilter(django_filters.FilterSet):
+    class Meta:
+        fields = ["study", "oid"]
+
+
+class FormFilter(StudyScopedFilter):
+    class Meta(StudyScopedFilter.Meta):
+        model = FormDefinition
+
+
+class ItemFilter(StudyScopedFilter):
+    class Meta:
+        model = ItemDefinition
+        fields = ["study", "oid", "form", "data_type", "critical"]
+
+
+class DataPointFilter(django_filters.FilterSet):
+    site = django_filters.NumberFilter(field_name="subject__site")
+    item_oid = django_filters.CharFilter(field_name="item__oid")
+    form_oid = django_filters.CharFilter(field_name="form__oid")
+    changed_since = django_filters.IsoDateTimeFilter(field_name="entered_at", lookup_expr="gte")
+
+    class Meta:
+        model = DataPoint
+        fields = ["study", "site", "subject", "visit", "form", "item", "item_oid", "form_oid", "sdv_state",
+                  "changed_since"]
+
+
+# --- Views -------------------------------------------------------------------------------------
+
+
+class StudyViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = StudySerializer
+    filterset_fields = ["status", "protocol_id"]
+
+    def get_queryset(self):
+        return selectors.study_list(user=self.request.user)
+
+
+class SiteViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = SiteSerializer
+    filterset_class = SiteFilter
+
+    def get_queryset(self):
+        return selectors.site_list(user=self.request.user).order_by("study_id", "number")
+
+
+class SubjectViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = SubjectSerializer
+    filterset_class = SubjectFilter
+
+    def get_queryset(self):
+        return selectors.subject_list(user=self.request.user)
+
+
+class SubjectVisitViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = SubjectVisitSerializer
+    filterset_class = SubjectVisitFilter
+
+    def get_queryset(self):
+        return selectors.subject_visit_list(user=self.request.user)
+
+
+class FormDefinitionViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = FormDefinitionSerializer
+    filterset_class = FormFilter
+
+    def get_queryset(self):
+        return selectors.form_definition_list(user=self.request.user)
+
+
+class ItemDefinitionViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = ItemDefinitionSerializer
+    filterset_class = ItemFilter
+
+    def get_queryset(self):
+        return selectors.item_definition_list(user=self.request.user)
+
+
+class DataPointViewSet(mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
+    serializer_class = DataPointSerializer
+    filterset_class = DataPointFilter
+    http_method_names = ["get", "patch", "head", "options"]
+
+    def get_queryset(self):
+        return selectors.data_point_list(user=self.request.user)
+
+    @extend_schema(request=DataPointChangeSerializer, responses=DataPointSerializer)
+    def partial_update(self, request, *args, **kwargs):
+        """Change a value: `raw_value` and a `reason` for change are required."""
+        data_point = self.get_object()  # 404 outside the user's scope
+        if not selectors.user_can(user=request.user, capability="enter_data", site=data_point.subject.site):
+            raise PermissionDenied("Your role may not change data at this site.")
+        change = DataPointChangeSerializer(data=request.data)
+        change.is_valid(raise_exception=True)
+        data_point = services.data_point_update(
+            data_point=data_point, actor=request.user, **change.validated_data
+        )
+        return Response(DataPointSerializer(data_point).data)
+
+    @extend_schema(responses=HistoryRowSerializer(many=True), filters=False)
+    @action(detail=True, methods=["get"], filterset_class=None)
+    def history(self, request, pk=None):
+        """The audit trail of one data point: every version, who, when (UTC) and why."""
+        data_point = self.get_object()
+        rows = data_point.history.select_related("history_user").order_by("history_date", "history_id")
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response(HistoryRowSerializer(page, many=True).data)
