@@ -1,0 +1,77 @@
+"""Django admin for sponsors: scoped to their studies, every change with a reason, history shown."""
+
+import pytest
+from django.contrib.auth.models import Permission
+
+from studies.models import ItemDefinition, Role, Site
+from studies.services import membership_grant
+from tests.factories import ItemDefinitionFactory, SiteFactory, StudyFactory, UserFactory
+
+
+@pytest.fixture
+def sponsor(db, client):
+    user = UserFactory(username="sponsor_admin")
+    user.is_staff = True
+    user.save()
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="studies"))
+    client.login(username="sponsor_admin", password="pw-for-tests")
+    return user
+
+
+@pytest.fixture
+def studies(sponsor):
+    own = StudyFactory(protocol_id="OWN-1", name="Own study")
+    other = StudyFactory(protocol_id="OTHER-1", name="Other sponsor's study")
+    membership_grant(user=sponsor, study=own, role=Role.SPONSOR)
+    return own, other
+
+
+def test_a_sponsor_sees_only_their_studies_in_admin(client, studies):
+    own, other = studies
+    SiteFactory(study=own, name="Lyon Hospital")
+    SiteFactory(study=other, name="Secret Clinic")
+    page = client.get("/admin/studies/site/").content.decode()
+    assert "Lyon Hospital" in page and "Secret Clinic" not in page
+    assert client.get(f"/admin/studies/study/{other.pk}/change/").status_code == 302  # "doesn't exist" redirect
+    assert "Own study" in client.get("/admin/studies/study/").content.decode()
+
+
+def test_an_admin_change_needs_a_reason_and_records_it(client, studies):
+    own, _ = studies
+    item = ItemDefinitionFactory(study=own, oid="I.SBP", label="Systolic BP", range_low=60, range_high=200)
+    url = f"/admin/studies/itemdefinition/{item.pk}/change/"
+    form = {
+        "study": own.pk, "form": item.form_id, "oid": "I.SBP", "label": "Systolic BP", "data_type": "float",
+        "units": "mmHg", "codelist": "[]", "range_low": "70", "range_high": "200", "order": "0",
+        "critical": "on",
+    }
+    refused = client.post(url, form)
+    assert refused.status_code == 200
+    assert "A reason for change is required." in refused.content.decode()
+    item.refresh_from_db()
+    assert item.range_low == 60 and not item.critical
+
+    accepted = client.post(url, {**form, "reason_for_change": "Protocol amendment 2"})
+    assert accepted.status_code == 302
+    item.refresh_from_db()
+    assert item.range_low == 70 and item.critical
+    latest = item.history.latest()
+    assert latest.history_change_reason == "Protocol amendment 2"
+    assert latest.history_user.username == "sponsor_admin"
+    history_page = client.get(f"/admin/studies/itemdefinition/{item.pk}/history/").content.decode()
+    assert "Protocol amendment 2" in history_page
+
+
+def test_a_sponsor_cannot_attach_records_to_another_study(client, studies):
+    own, other = studies
+    response = client.post("/admin/studies/site/add/", {
+        "study": other.pk, "number": "900", "name": "Smuggled", "country": "FR", "timezone": "Europe/Paris",
+        "language": "fr", "city": "",
+    })
+    assert response.status_code == 200  # the form re-renders with an error
+    assert not Site.objects.filter(name="Smuggled").exists()
+
+
+def test_data_points_are_read_only_in_admin(client, studies, sponsor):
+    assert client.get("/admin/studies/datapoint/add/").status_code == 403
+    assert ItemDefinition.objects.count() == 0
