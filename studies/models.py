@@ -258,7 +258,9 @@ class ItemDefinition(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["study", "oid"], name="item_definition_oid_unique"),
             models.CheckConstraint(
-                condition=Q(range_low__isnull=True) | Q(range_high__isnull=True) | Q(range_low__lte=models.F("range_high")),
+                condition=Q(range_low__isnull=True)
+                | Q(range_high__isnull=True)
+                | Q(range_low__lte=models.F("range_high")),
                 name="item_range_ordered",
             ),
         ]
