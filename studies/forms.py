@@ -45,6 +45,7 @@ COMMON_CHANGE_REASONS = (
 
 
 class DataPointChangeForm(forms.Form):
+    version = forms.IntegerField(widget=forms.HiddenInput, help_text="The version the user saw")
     raw_value = forms.CharField(required=False, max_length=2000, label="New value",
                                 help_text="Leave empty to record the value as missing.")
     reason = forms.CharField(max_length=500, label="Reason for change",

@@ -121,18 +121,22 @@ def data_point_history_view(request, pk: int):
     data_point = get_object_or_404(data_point_list(user=request.user), pk=pk)
     can_enter_data = user_can(user=request.user, capability="enter_data", site=data_point.subject.site)
 
-    form = DataPointChangeForm(initial={"raw_value": data_point.raw_value})
+    form = DataPointChangeForm(initial={"raw_value": data_point.raw_value, "version": data_point.version})
     if request.method == "POST":
         if not can_enter_data:
             # The user may read this data point (else 404 above), so refusing the write leaks nothing.
             raise PermissionDenied("Your role does not allow data entry at this site.")
         form = DataPointChangeForm(request.POST)
-        if form.is_valid():
+        if form.is_valid() and form.cleaned_data["version"] != data_point.version:
+            # A stale page must not overwrite a change the user has not seen (lost update).
+            form.add_error(None, f"Someone changed this value since you opened the page (now version "
+                                 f"{data_point.version}). Review the audit trail below and try again.")
+        elif form.is_valid():
             try:
                 updated = data_point_update(data_point=data_point, raw_value=form.cleaned_data["raw_value"],
                                             actor=request.user, reason=form.cleaned_data["reason"])
             except ValidationError as error:
-                form.add_error("raw_value", error.message_dict.get("raw_value", error.messages))
+                form.add_error("raw_value", error.messages)
             except ReasonRequired as error:
                 form.add_error("reason", str(error))
             else:
@@ -142,13 +146,15 @@ def data_point_history_view(request, pk: int):
                     messages.success(request, f"Value changed to {updated.raw_value!r} (version {updated.version}).")
                 return redirect("data-point-history", pk=data_point.pk)
 
-    history = list(data_point.history.select_related("history_user").order_by("history_date", "history_id"))
-    previous = None
-    for row in history:
-        row.previous_value = previous.raw_value if previous is not None else None
-        previous = row
-    history.reverse()  # newest first, as an audit trail is read
     return render(request, "studies/data_point_history.html", {
-        "data_point": data_point, "history": history, "form": form if can_enter_data else None,
-        "common_reasons": COMMON_CHANGE_REASONS,
+        "data_point": data_point, "history": _history_newest_first(data_point),
+        "form": form if can_enter_data else None, "common_reasons": COMMON_CHANGE_REASONS,
     })
+
+
+def _history_newest_first(data_point) -> list:
+    """Every history row of `data_point`, each with the value it replaced (`previous_value`)."""
+    history = list(data_point.history.select_related("history_user").order_by("history_date", "history_id"))
+    for previous, row in zip([None, *history], history, strict=False):
+        row.previous_value = previous.raw_value if previous is not None else None
+    return history[::-1]
