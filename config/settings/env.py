@@ -49,21 +49,26 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
+def _scheme(raw: str) -> str:
+    return raw.split("://", 1)[0] if "://" in raw else ""
+
+
 def env_database(name: str, default: str) -> dict:
+    # Messages name the variable and the scheme only: a URL may carry a password.
     raw = env.str(name, default=default)
+    scheme = _scheme(raw)
+    if scheme not in environ.Env.DB_SCHEMES:
+        raise ImproperlyConfigured(f"{name}: unsupported database scheme {scheme!r} (use postgres:// or sqlite://)")
     try:
-        config = environ.Env.db_url_config(raw)
-    except Exception as exc:  # environ raises several types for a bad URL
-        raise ImproperlyConfigured(f"{name}={raw!r} is not a database URL: {exc}") from None
-    if not config.get("ENGINE"):
-        raise ImproperlyConfigured(f"{name}={raw!r}: unsupported database scheme")
-    return config
+        return environ.Env.db_url_config(raw)
+    except Exception as exc:  # environ raises several types for a malformed URL
+        raise ImproperlyConfigured(f"{name}: not a valid {scheme}:// URL ({type(exc).__name__})") from None
 
 
 def env_url(name: str, schemes: tuple[str, ...]) -> str | None:
     raw = env.str(name, default=None)
     if raw is None or raw.strip() == "":
         return None
-    if not raw.startswith(tuple(f"{s}://" for s in schemes)):
-        raise ImproperlyConfigured(f"{name}={raw!r} must start with one of {', '.join(s + '://' for s in schemes)}")
+    if _scheme(raw) not in schemes:
+        raise ImproperlyConfigured(f"{name}: scheme {_scheme(raw)!r} is not one of {', '.join(schemes)}")
     return raw
