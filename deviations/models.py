@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
 from studies.audit import AuditedManager
@@ -47,6 +48,7 @@ class Deviation(models.Model):
     closed_on = models.DateField(null=True, blank=True)
     reported_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
                                     related_name="+")
+    external_id = models.CharField(max_length=128, blank=True, help_text="Id in the source system, if imported")
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = AuditedManager()
@@ -55,6 +57,10 @@ class Deviation(models.Model):
     class Meta:
         ordering = ["-occurred_on", "-id"]
         indexes = [models.Index(fields=["study", "importance"])]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "external_id"], condition=~Q(external_id=""),
+                                    name="deviation_external_id_unique"),
+        ]
 
     def clean(self):
         if self.subject_id and self.site_id and self.subject.site_id != self.site_id:

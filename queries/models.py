@@ -4,6 +4,8 @@ with the QueryAnalyzer and QueryTracker; here the records and their audit."""
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Q
+from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
 from studies.audit import AuditedManager
@@ -60,7 +62,8 @@ class Query(models.Model):
     due_date = models.DateField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
                                    related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
+    external_id = models.CharField(max_length=128, blank=True, help_text="Id in the source EDC, if imported")
+    created_at = models.DateTimeField(default=timezone.now)
     answered_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
 
@@ -71,6 +74,10 @@ class Query(models.Model):
         ordering = ["-created_at"]
         verbose_name_plural = "queries"
         indexes = [models.Index(fields=["study", "state"]), models.Index(fields=["site", "state"])]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "external_id"], condition=~Q(external_id=""),
+                                    name="query_external_id_unique"),
+        ]
 
     def clean(self):
         if self.subject_id and self.site_id and self.subject.site_id != self.site_id:
@@ -96,7 +103,7 @@ class QueryMessage(models.Model):
                                related_name="+")
     author_name = models.CharField(max_length=150, blank=True, help_text="Author in the source EDC, if imported")
     text = models.TextField()
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(default=timezone.now)
 
     objects = AuditedManager()
     history = HistoricalRecords()

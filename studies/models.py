@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
 from studies.audit import AuditedManager, ReasonRequired
@@ -248,6 +249,8 @@ class ItemDefinition(models.Model):
     mandatory = models.BooleanField(default=False)
     critical = models.BooleanField(default=False, help_text="Critical data: primary endpoint, eligibility, "
                                                             "consent, SAEs, dosing")
+    code = models.CharField(max_length=64, blank=True, help_text="Standard code, e.g. a LOINC code for a lab test")
+    code_system = models.CharField(max_length=128, blank=True, help_text="e.g. http://loinc.org")
     order = models.PositiveIntegerField(default=0)
 
     objects = AuditedManager()
@@ -300,6 +303,15 @@ class DataPoint(models.Model):
     entered_at = models.DateTimeField(null=True, blank=True)
     version = models.PositiveIntegerField(default=1)
     sdv_state = models.CharField(max_length=16, choices=SdvState.choices, default=SdvState.NOT_REQUIRED)
+    # Flagged, never deleted, when a full EDC snapshot no longer contains the value.
+    missing_in_source = models.BooleanField(default=False)
+    # Lab results carry their own units and reference range (they vary by lab and by sample).
+    units = models.CharField(max_length=64, blank=True)
+    normal_low = models.FloatField(null=True, blank=True)
+    normal_high = models.FloatField(null=True, blank=True)
+    abnormal_flag = models.CharField(max_length=8, blank=True, help_text="HL7 OBX-8 / FHIR interpretation code")
+    toxicity_grade = models.PositiveSmallIntegerField(null=True, blank=True, help_text="CTCAE grade")
+    collected_at = models.DateTimeField(null=True, blank=True)
 
     objects = AuditedManager()
     history = HistoricalRecords()
@@ -320,3 +332,79 @@ class DataPoint(models.Model):
 
     def __str__(self):
         return f"{self.subject} / {self.visit.definition} / {self.item.oid} = {self.raw_value!r}"
+
+
+class Import(models.Model):
+    """One run of an importer (a file, a vendor pull or a webhook): what, from where, by whom, with
+    what result. Written outside the import's own transaction so a failure is still recorded."""
+
+    class Source(models.TextChoices):
+        ODM = "odm", "CDISC ODM"
+        SDTM = "sdtm", "SDTM (SAS transport)"
+        CLINDATA = "clindata", "clindata tables"
+        HL7 = "hl7", "HL7 v2"
+        FHIR = "fhir", "FHIR R4"
+        RAVE = "rave", "Medidata Rave"
+        REDCAP = "redcap", "REDCap"
+        VEEVA = "veeva", "Veeva Vault CDMS"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="imports", null=True, blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    filename = models.CharField(max_length=255, blank=True)
+    file_sha256 = models.CharField(max_length=64, blank=True)
+    file_size = models.BigIntegerField(null=True, blank=True)
+    full_snapshot = models.BooleanField(default=False, help_text="Values absent from a full snapshot are flagged")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    progress = models.PositiveSmallIntegerField(default=0, help_text="Percent done")
+    counts = models.JSONField(default=dict, blank=True)
+    errors = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
+                                   related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["study", "-created_at"])]
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+    def __str__(self):
+        return f"Import {self.pk} ({self.get_source_display()}, {self.get_status_display()})"
+
+
+class SourceAuditRecord(models.Model):
+    """The source system's own audit trail (ODM AuditRecord, OpenClinica audit log): who changed
+    what and when in the EDC. Kept as evidence exactly as received; never edited."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="source_audit_records")
+    source_import = models.ForeignKey(Import, on_delete=models.PROTECT, related_name="audit_records")
+    subject = models.ForeignKey(Subject, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    data_point = models.ForeignKey(DataPoint, on_delete=models.CASCADE, null=True, blank=True,
+                                   related_name="source_audit_records")
+    item_oid = models.CharField(max_length=128, blank=True)
+    event = models.CharField(max_length=128, blank=True, help_text="e.g. 'Item data value updated'")
+    user_name = models.CharField(max_length=255, blank=True)
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    old_value = models.TextField(blank=True)
+    new_value = models.TextField(blank=True)
+    reason = models.TextField(blank=True)
+    location = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["occurred_at", "id"]
+        indexes = [models.Index(fields=["study", "subject"])]
+
+    def __str__(self):
+        return f"{self.event or 'audit'} by {self.user_name} at {self.occurred_at}"

@@ -228,6 +228,9 @@ structlog.configure(
     cache_logger_on_first_use=True,
 )
 
+# --- Imports ----------------------------------------------------------------------------------
+IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 512 * 1024 * 1024, minimum=1024)
+
 # --- Product ------------------------------------------------------------------------------------
 DEMO_PASSWORD = env_str("DEMO_PASSWORD", "demo")
 SHARED_DATA_DIR = Path(env_str("TRIALOPS_SHARED_DATA", str(BASE_DIR.parent / "shared" / "data")))

@@ -1,0 +1,134 @@
+"""What every importer shares: the Import record, atomicity, serialisation per study, size limits.
+
+An importer is a function `load(*, run: ImportRun) -> None` that reads its input and writes through
+`run` (and the DataPointWriter). `import_execute` runs it inside one transaction holding a lock on
+the study, so a failure at any point leaves the study exactly as it was, two imports of one study
+never interleave, and the Import record, written outside that transaction, says what went wrong."""
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from studies.models import Import, Study
+
+
+class ImportError_(Exception):
+    """A problem with the input that the user must fix. `where` says where (line, column, record)."""
+
+    def __init__(self, message: str, *, where: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.where = where
+
+    def __str__(self):
+        return f"{self.message} ({self.where})" if self.where else self.message
+
+
+# The name people read in tracebacks and messages; the trailing underscore only avoids the builtin.
+ImportFailed = ImportError_
+
+
+@dataclass
+class ImportRun:
+    """The context an importer writes through: the record, the actor, counters and warnings."""
+
+    record: Import
+    actor: object
+    study: Study | None = None
+    counts: Counter = field(default_factory=Counter)
+    warnings: list[dict] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str:
+        """The reason for change of every write this import makes (history rows)."""
+        return f"EDC sync {self.record.pk}"
+
+    def warn(self, message: str, *, where: str = "") -> None:
+        # Kept bounded: a file with a million bad rows must not make a million-entry JSON field.
+        if len(self.warnings) < 1000:
+            self.warnings.append({"message": message, "where": where})
+        self.counts["warnings"] += 1
+
+    def attach_study(self, study: Study) -> Study:
+        """Lock the study for the rest of the import (serialises imports of one study)."""
+        locked = Study.objects.select_for_update().get(pk=study.pk)
+        self.study = locked
+        if self.record.study_id != locked.pk:
+            Import.objects.filter(pk=self.record.pk).update(study=locked)
+            self.record.study = locked
+        return locked
+
+    def progress(self, percent: int) -> None:
+        """Report progress outside the import's transaction would need a second connection; the
+        percentage is stored at the end and by long importers between phases via this hook."""
+        self.record.progress = max(0, min(100, percent))
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def check_size(path: Path) -> None:
+    size = path.stat().st_size
+    if size > settings.IMPORT_MAX_BYTES:
+        raise ImportFailed(
+            f"The file is {size:,} bytes, over the limit of {settings.IMPORT_MAX_BYTES:,} (IMPORT_MAX_BYTES)."
+        )
+
+
+def import_create(*, source: str, actor, study: Study | None = None, path: Path | None = None,
+                  filename: str = "", full_snapshot: bool = False) -> Import:
+    """Record an import before it runs (committed at once, so even a refused file is on record)."""
+    record = Import(source=source, study=study, created_by=actor if getattr(actor, "pk", None) else None,
+                    filename=filename or (path.name if path else ""), full_snapshot=full_snapshot)
+    if path is not None:
+        record.file_sha256, record.file_size = file_digest(path)
+    record.save()
+    return record
+
+
+def import_execute(*, record: Import, actor, load: Callable[[ImportRun], None]) -> Import:
+    """Run `load` atomically and record the outcome on `record`. Never raises for bad input: the
+    Import's status and errors say what happened. Programming errors are recorded and re-raised."""
+    started = time.monotonic()
+    Import.objects.filter(pk=record.pk).update(status=Import.Status.RUNNING, started_at=timezone.now())
+    run = ImportRun(record=record, actor=actor, study=record.study)
+    error: dict | None = None
+    unexpected: BaseException | None = None
+    try:
+        with transaction.atomic():
+            if run.study is not None:
+                run.attach_study(run.study)
+            load(run)
+    except ImportFailed as exc:
+        error = {"message": exc.message, "where": exc.where}
+    except Exception as exc:  # recorded, then re-raised: a bug must not pass for bad input
+        error = {"message": f"Internal error: {type(exc).__name__}: {exc}", "where": ""}
+        unexpected = exc
+
+    record.refresh_from_db()
+    record.status = Import.Status.FAILED if error else Import.Status.SUCCEEDED
+    record.errors = ([error] if error else []) + run.warnings
+    record.counts = dict(run.counts) if not error else {}
+    record.progress = 100 if not error else record.progress
+    record.finished_at = timezone.now()
+    if run.study is not None and not error:
+        record.study = run.study
+    record.save()
+    record.elapsed = time.monotonic() - started
+    if unexpected is not None:
+        raise unexpected
+    return record
