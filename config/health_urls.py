@@ -1,3 +1,8 @@
 from django.urls import path
 
-urlpatterns: list = []
+from config import health
+
+urlpatterns = [
+    path("health", health.health, name="health"),
+    path("ready", health.ready, name="ready"),
+]

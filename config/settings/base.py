@@ -156,7 +156,7 @@ REDIS_URL = env_url("REDIS_URL", ("redis", "rediss"))
 # Embedded mode (no broker configured): the served app runs tasks in-process. Tests and the demo's
 # ping workflow still go through a real worker on the in-memory broker (see agents/worker.py).
 TASKS_IN_PROCESS = env_bool("TRIALOPS_TASKS_IN_PROCESS", REDIS_URL is None)
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
 CELERY_RESULT_BACKEND = REDIS_URL or "cache+memory://"
 CELERY_TASK_ALWAYS_EAGER = TASKS_IN_PROCESS
 CELERY_TASK_EAGER_PROPAGATES = True
@@ -175,7 +175,10 @@ if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
     raise ImproperlyConfigured("CELERY_TASK_SOFT_TIME_LIMIT must be lower than CELERY_TASK_TIME_LIMIT")
 
 # Agent step claims: a step whose worker died is re-claimed after its lease runs out.
-AGENT_STEP_LEASE_SECONDS = env_int("AGENT_STEP_LEASE_SECONDS", 300, minimum=5)
+# The lease outlives the task's hard time limit, so a step still running is never claimed twice.
+AGENT_STEP_LEASE_SECONDS = env_int("AGENT_STEP_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT + 60, minimum=5)
+if AGENT_STEP_LEASE_SECONDS <= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured("AGENT_STEP_LEASE_SECONDS must be longer than CELERY_TASK_TIME_LIMIT")
 
 # --- Logging: structured JSON, one request id carried into Celery tasks -------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()

@@ -1,0 +1,58 @@
+"""The agent base class and the registry of agents by name.
+
+Each app declares its agents in `<app>/agents.py` with `@register`; AgentsConfig.ready()
+imports those modules (as admin does for admin.py), so the registry is complete once Django
+has started, in web processes and workers alike.
+"""
+
+QUEUES = ("default", "ocr", "llm")
+
+
+class Agent:
+    """One unit of work of a workflow. Subclasses set the class attributes and implement run()."""
+
+    name: str = ""
+    version: str = "1"
+    description: str = ""
+    queue: str = "default"  # which worker pool runs it: default, ocr or llm
+
+    def run(self, *, step) -> dict:
+        """Do the work of `step` (an AgentStep, input in step.input) and return its output (JSON)."""
+        raise NotImplementedError
+
+
+class AgentNotFound(LookupError):
+    pass
+
+
+_agents: dict[str, Agent] = {}
+
+
+def register(agent_class: type[Agent]) -> type[Agent]:
+    """Class decorator: make an agent available by its name."""
+    name = agent_class.name
+    if not name:
+        raise ValueError(f"{agent_class.__qualname__} has no name")
+    if agent_class.queue not in QUEUES:
+        raise ValueError(f"Agent {name!r}: queue {agent_class.queue!r} is not one of {QUEUES}")
+    existing = _agents.get(name)
+    # Re-importing the same module (autoreload, tests) registers the same class again; that is fine.
+    if existing is not None and type(existing).__qualname__ != agent_class.__qualname__:
+        raise ValueError(f"Agent {name!r} is already registered by {type(existing).__qualname__}")
+    _agents[name] = agent_class()
+    return agent_class
+
+
+def unregister(name: str) -> None:
+    _agents.pop(name, None)
+
+
+def get_agent(name: str) -> Agent:
+    try:
+        return _agents[name]
+    except KeyError:
+        raise AgentNotFound(f"No agent named {name!r}; registered: {', '.join(sorted(_agents))}") from None
+
+
+def registered_agents() -> list[Agent]:
+    return [_agents[name] for name in sorted(_agents)]
