@@ -20,6 +20,7 @@ router.register("items", studies_api.ItemDefinitionViewSet, basename="item")
 router.register("data-points", studies_api.DataPointViewSet, basename="data-point")
 router.register("queries", QueryViewSet, basename="query")
 router.register("deviations", DeviationViewSet, basename="deviation")
+router.register("imports", studies_api.ImportViewSet, basename="import")
 
 urlpatterns = [
     path("v1/auth/token/", AuditedTokenObtainPairView.as_view(), name="token-obtain"),

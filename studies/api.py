@@ -4,14 +4,17 @@ serialize: an object outside the user's scope is not in the queryset, so it answ
 import django_filters
 from django.core.exceptions import PermissionDenied
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, serializers, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from studies import selectors, services
+from studies.ingest.dispatch import import_upload
 from studies.models import (
     DataPoint,
     FormDefinition,
+    Import,
     ItemDefinition,
     Site,
     Study,
@@ -107,6 +110,27 @@ class HistoryRowSerializer(serializers.Serializer):
         return row.history_user.username if row.history_user_id else None
 
 
+class ImportSerializer(serializers.ModelSerializer):
+    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    duration_seconds = serializers.FloatField(read_only=True)
+    counts = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Import
+        fields = ["id", "study", "source", "filename", "file_sha256", "file_size", "full_snapshot", "status",
+                  "progress", "counts", "errors", "created_by", "created_at", "started_at", "finished_at",
+                  "duration_seconds"]
+
+    def get_counts(self, record) -> dict:
+        return {k: v for k, v in record.counts.items() if k != "stored_as"}
+
+
+class ImportUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="CDISC ODM XML, an HL7 v2 ORU message or FHIR R4 JSON")
+    full_snapshot = serializers.BooleanField(default=False,
+                                             help_text="Flag stored values the file no longer contains")
+
+
 # --- Filters -----------------------------------------------------------------------------------
 
 
@@ -168,6 +192,30 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         return selectors.study_list(user=self.request.user)
+
+    @extend_schema(request={"multipart/form-data": ImportUploadSerializer}, responses={202: ImportSerializer})
+    @action(detail=True, methods=["post"], url_path="imports",
+            parser_classes=[MultiPartParser, FormParser])
+    def imports(self, request, pk=None):
+        """Upload a file to import into this study; the import runs in the background. Poll
+        `GET /api/v1/imports/{id}/` for its status, counts and errors."""
+        study = self.get_object()
+        if not selectors.study_user_can(user=request.user, capability="import_data", study=study):
+            raise PermissionDenied("Only data managers and sponsors may import data.")
+        upload = ImportUploadSerializer(data=request.data)
+        upload.is_valid(raise_exception=True)
+        record = import_upload(study=study, actor=request.user, upload=upload.validated_data["file"],
+                               full_snapshot=upload.validated_data["full_snapshot"])
+        record.refresh_from_db()
+        return Response(ImportSerializer(record).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ImportViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = ImportSerializer
+    filterset_fields = ["study", "status", "source"]
+
+    def get_queryset(self):
+        return selectors.import_list(user=self.request.user)
 
 
 class SiteViewSet(viewsets.ReadOnlyModelViewSet):

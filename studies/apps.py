@@ -7,3 +7,4 @@ class StudiesConfig(AppConfig):
 
     def ready(self):
         from studies import signals  # noqa: F401  (login/logout audit, access-control audit registration)
+        from studies.ingest import tasks  # noqa: F401  (registers the background import task)

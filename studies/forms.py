@@ -51,3 +51,11 @@ class DataPointChangeForm(forms.Form):
     reason = forms.CharField(max_length=500, label="Reason for change",
                              help_text="Required (21 CFR Part 11). Recorded with your name and the time.",
                              widget=forms.TextInput(attrs={"list": "change-reasons", "autocomplete": "off"}))
+
+
+class ImportUploadForm(forms.Form):
+    file = forms.FileField(help_text="CDISC ODM 1.3 XML, an HL7 v2 ORU^R01 message, or FHIR R4 JSON.")
+    full_snapshot = forms.BooleanField(
+        required=False, label="This file is a full snapshot",
+        help_text="Values stored for this study but absent from the file are flagged (never deleted).",
+    )

@@ -13,6 +13,7 @@ from studies.models import (
     STUDY_WIDE_ROLES,
     DataPoint,
     FormDefinition,
+    Import,
     ItemDefinition,
     Role,
     Site,
@@ -25,13 +26,13 @@ from studies.models import (
 
 # What each role may do beyond reading its scope. Checked per site by `user_can`.
 CAPABILITIES: dict[str, frozenset[str]] = {
-    Role.SPONSOR: frozenset({"manage_study"}),
-    Role.DATA_MANAGER: frozenset({"raise_query", "close_query", "run_workflow"}),
+    Role.SPONSOR: frozenset({"manage_study", "import_data", "read_imports"}),
+    Role.DATA_MANAGER: frozenset({"raise_query", "close_query", "run_workflow", "import_data", "read_imports"}),
     Role.CRA: frozenset({"raise_query", "close_query", "verify_source", "report_deviation"}),
     Role.SITE_COORDINATOR: frozenset({"enter_data", "answer_query", "report_deviation"}),
     Role.INVESTIGATOR: frozenset({"enter_data", "answer_query", "report_deviation", "sign"}),
     Role.MEDICAL_MONITOR: frozenset({"review_safety"}),
-    Role.AUDITOR: frozenset(),
+    Role.AUDITOR: frozenset({"read_imports"}),
 }
 
 
@@ -120,3 +121,23 @@ def user_can(*, user, capability: str, site: Site) -> bool:
 
 def study_roles(*, user, study: Study) -> set[str]:
     return set(_memberships(user).filter(study=study).values_list("role", flat=True))
+
+
+def study_user_can(*, user, capability: str, study: Study) -> bool:
+    """A study-level capability, held through a study-wide role (importing, reading imports)."""
+    if user.is_superuser:
+        return True
+    return any(capability in CAPABILITIES[role] for role in study_roles(user=user, study=study)
+               if role in STUDY_WIDE_ROLES)
+
+
+def import_list(*, user) -> QuerySet[Import]:
+    """Imports of the studies where the user's role may read them (not site staff: an import's
+    errors can name any site's subjects)."""
+    if not user.is_authenticated:
+        return Import.objects.none()
+    imports = Import.objects.select_related("study", "created_by")
+    if user.is_superuser:
+        return imports
+    readers = [role for role, caps in CAPABILITIES.items() if "read_imports" in caps]
+    return imports.filter(study_id__in=_memberships(user).filter(role__in=readers).values("study_id"))

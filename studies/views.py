@@ -25,6 +25,7 @@ from studies.selectors import (
     study_roles,
     subject_list,
     subject_visit_list,
+    study_user_can,
     user_can,
 )
 from studies.services import data_point_update
@@ -85,7 +86,8 @@ def study_detail_view(request, pk: int):
     roles = _role_labels(study_roles(user=request.user, study=study))
     if request.user.is_superuser and not roles:
         roles = ["Superuser"]
-    context |= {"sites": site_rows, "totals": totals, "roles": roles}
+    context |= {"sites": site_rows, "totals": totals, "roles": roles,
+                "can_read_imports": study_user_can(user=request.user, capability="read_imports", study=study)}
     return render(request, "studies/study_detail.html", context)
 
 

@@ -24,3 +24,16 @@ def shared_data() -> Path:
     if not path.is_dir():
         skip_or_fail(f"shared data not found at {path}", required_by="TRIALOPS_REQUIRE_SHARED_DATA")
     return path
+
+
+@pytest.fixture(scope="module")
+def worker():
+    """A real Celery worker (celery.contrib.testing.worker.start_worker) in a thread, consuming every
+    queue, on the configured broker (in-memory, or Redis when REDIS_URL is set). Never eager mode.
+    One per module: stopping a worker takes a few seconds. Tests using it need
+    @pytest.mark.django_db(transaction=True), since the worker reads committed data only."""
+    from agents.worker import in_process_worker
+    from config.celery_app import app
+
+    with in_process_worker(app) as started:
+        yield started

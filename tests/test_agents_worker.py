@@ -13,20 +13,11 @@ from agents.orchestrator import WORKFLOWS, workflow_start
 from agents.registry import Agent, register, unregister
 from agents.services import step_claim
 from agents.tasks import run_step
-from agents.worker import in_process_worker, run_wait
-from config.celery_app import app
+from agents.worker import run_wait
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 TASK_TIMEOUT = 30
-
-
-@pytest.fixture(scope="module")
-def worker():
-    # celery.contrib.testing.worker.start_worker, consuming every agent queue. One per module:
-    # stopping a worker takes a few seconds, and the tests share nothing but the (flushed) DB.
-    with in_process_worker(app) as started:
-        yield started
 
 
 class FailingAgent(Agent):

@@ -15,8 +15,7 @@ from django.urls import path
 
 from agents.models import AgentRun, Status
 from agents.orchestrator import workflow_start
-from agents.worker import in_process_worker, run_wait
-from config.celery_app import app
+from agents.worker import run_wait
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -40,12 +39,6 @@ class _Records(logging.Handler):
     def emit(self, record):
         if isinstance(record.msg, dict):  # structlog hands its event dict to stdlib logging
             self.events.append(record.msg)
-
-
-@pytest.fixture(scope="module")
-def worker():
-    with in_process_worker(app) as started:
-        yield started
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ _BADGE_TONES = {
     # study and subject status
     "setup": "neutral", "active": "success", "closed": "neutral", "screening": "info",
     "screen_failed": "neutral", "enrolled": "success", "completed": "info", "discontinued": "warning",
+    # imports
+    "pending": "neutral", "running": "info", "succeeded": "success", "failed": "danger",
     # history change type (simple-history)
     "+": "info", "~": "warning", "-": "danger",
 }
