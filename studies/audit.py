@@ -104,3 +104,46 @@ def audited_bulk_update(
             default_change_reason=_require_reason(reason),
             default_date=timezone.now(),
         )
+
+
+# The columns simple-history adds to a tracked model's own; a history model with anything more
+# (a custom field) is refused rather than written half-filled.
+_HISTORY_COLUMNS = {"history_id", "history_date", "history_change_reason", "history_type", "history_user_id"}
+
+
+def audited_copy_create(model: type[models.Model], columns: list[str], rows: list[tuple], *, actor,
+                        reason: str) -> list[int]:
+    """Create `model` rows with PostgreSQL COPY, and their history rows ("+", `actor`, `reason`,
+    one history_date) by COPY too, in one transaction. `rows` are tuples of values in the order of
+    `columns` (attnames, e.g. "study_id"); fields left out take their model default. Returns the
+    new primary keys in row order. PostgreSQL only: elsewhere use `audited_bulk_create`."""
+    from studies.ingest.copy import copy_rows, reserve_ids  # noqa: PLC0415 (ingest imports models)
+
+    reason = _require_reason(reason)
+    if not rows:
+        return []
+    meta = model._meta
+    by_attname = {f.attname: f for f in meta.concrete_fields if not f.primary_key}
+    unknown = set(columns) - set(by_attname)
+    if unknown:
+        raise ValueError(f"{model.__name__} has no field(s) {sorted(unknown)}")
+    rest = [f for name, f in by_attname.items() if name not in columns]
+    defaults = tuple(f.get_default() for f in rest)
+    db_columns = [meta.pk.column, *(by_attname[c].column for c in columns), *(f.column for f in rest)]
+
+    history = model.history.model
+    extra = {f.attname for f in history._meta.concrete_fields} - {meta.pk.attname, *by_attname}
+    if extra != _HISTORY_COLUMNS:
+        unfilled = sorted(extra - _HISTORY_COLUMNS)
+        raise ValueError(f"{history.__name__} has columns this helper does not fill: {unfilled}")
+    stamp = (timezone.now(), getattr(actor, "pk", None), reason, "+")
+
+    with transaction.atomic():
+        ids = reserve_ids(meta.db_table, len(rows), column=meta.pk.column)
+        copy_rows(meta.db_table, db_columns, ((pk, *row, *defaults) for pk, row in zip(ids, rows, strict=False)))
+        copy_rows(
+            history._meta.db_table,
+            [*db_columns, "history_date", "history_user_id", "history_change_reason", "history_type"],
+            ((pk, *row, *defaults, *stamp) for pk, row in zip(ids, rows, strict=False)),
+        )
+    return ids

@@ -4,15 +4,21 @@ Importers `add()` incoming values; every batch is compared with what is stored (
 batch) and split into new values (bulk-created with their history rows), changed values (bulk-
 updated, version + 1, history reason `EDC sync <import id>`), and unchanged values (nothing
 written). With a full snapshot, `finish()` flags stored values the snapshot no longer contains
-(never deletes them)."""
+(never deletes them).
+
+Two ways in: `add(IncomingValue)` one value at a time (ODM, HL7), and `add_frame(DataFrame)` for
+set-based loaders (clindata, SDTM) that already hold a table. On PostgreSQL new values and their
+history rows are written by COPY (`audited_copy_create`); elsewhere by the ORM bulk path."""
 
 from dataclasses import dataclass, fields
 from datetime import datetime
 
+import pandas as pd
 from django.core.exceptions import ValidationError
 
-from studies.audit import audited_bulk_create, audited_bulk_update
+from studies.audit import audited_bulk_create, audited_bulk_update, audited_copy_create
 from studies.ingest.base import ImportFailed, ImportRun
+from studies.ingest.copy import is_postgresql
 from studies.models import DataPoint, ItemDefinition
 from studies.services import typed_value
 
@@ -49,10 +55,30 @@ def _key(point: DataPoint) -> tuple:
     return (point.subject_id, point.visit_id, point.form_id, point.item_id, point.repeat_key)
 
 
+_KEY = ("subject_id", "visit_id", "form_id", "item_id", "repeat_key")
+# The columns a new data point is written with (COPY path); the rest take their model defaults.
+_NEW_COLUMNS = ("study_id", *_KEY, "raw_value", "value_number", "value_date", *_EXTRA)
+_NUMERIC_TYPES = {ItemDefinition.DataType.INTEGER, ItemDefinition.DataType.FLOAT}
+_DATE_TYPES = {ItemDefinition.DataType.DATE, ItemDefinition.DataType.DATETIME}
+
+
+def _same(incoming: pd.Series, stored: pd.Series) -> pd.Series:
+    """Element-wise equality of an incoming and a stored column, missing equal to missing."""
+    both_missing = incoming.isna() & stored.isna()
+    if pd.api.types.is_datetime64_any_dtype(incoming):
+        incoming, stored = pd.to_datetime(incoming, utc=True), pd.to_datetime(stored, utc=True)
+    elif pd.api.types.is_numeric_dtype(incoming):
+        incoming, stored = incoming.astype("float64"), pd.to_numeric(stored, errors="coerce").astype("float64")
+    else:
+        incoming, stored = incoming.astype(object), stored.astype(object)
+    return both_missing | (incoming == stored).fillna(False).astype(bool)
+
+
 class DataPointWriter:
-    def __init__(self, run: ImportRun, *, batch_size: int = 5000):
+    def __init__(self, run: ImportRun, *, batch_size: int = 5000, use_copy: bool | None = None):
         self.run = run
         self.batch_size = batch_size
+        self.use_copy = is_postgresql() if use_copy is None else use_copy
         self._buffer: dict[tuple, IncomingValue] = {}
         self._seen_subjects: set[int] = set()
         self._seen_keys: set[tuple] = set()
@@ -85,13 +111,105 @@ class DataPointWriter:
                 changed.append(self._apply(point, value))
             else:
                 unchanged += 1
-        audited_bulk_create(new, actor=self.run.actor, reason=self.run.reason)
+        self._create(new)
         if changed:
             audited_bulk_update(changed, ["raw_value", "value_number", "value_date", "version", "sdv_state",
                                           "missing_in_source", *_EXTRA], actor=self.run.actor, reason=self.run.reason)
         self.run.counts["data_points_created"] += len(new)
         self.run.counts["data_points_changed"] += len(changed)
         self.run.counts["data_points_unchanged"] += unchanged
+
+    def add_frame(self, frame: pd.DataFrame, *, chunk_rows: int = 100_000) -> None:
+        """Set-based add: `frame` has the key columns (subject_id, visit_id, form_id, item_id,
+        repeat_key), raw_value, and any of the extra attributes. New values are written in bulk;
+        values already stored are compared column-wise and only those that differ go through the
+        per-value path (update with version + 1). Chunks hold whole subjects, so each chunk's
+        lookup of stored values reads only that chunk's subjects."""
+        self.flush()
+        if frame.empty:
+            return
+        if self.run.study is None:
+            raise ImportFailed("Data points need a study; the import has none.")
+        frame = frame.drop_duplicates(list(_KEY), keep="last").sort_values("subject_id", kind="stable")
+        subjects = frame["subject_id"].to_numpy()
+        start = 0
+        while start < len(frame):
+            stop = min(start + chunk_rows, len(frame))
+            while stop < len(frame) and subjects[stop] == subjects[stop - 1]:
+                stop += 1
+            self._write_frame(frame.iloc[start:stop])
+            start = stop
+
+    def _write_frame(self, chunk: pd.DataFrame) -> None:
+        chunk = chunk.reset_index(drop=True)
+        compared = [name for name in _COMPARED if name in chunk.columns]
+        stored = pd.DataFrame.from_records(
+            DataPoint.objects.filter(
+                study_id=self.run.study.pk,
+                subject_id__in=[int(s) for s in chunk["subject_id"].unique()],
+                item_id__in=[int(i) for i in chunk["item_id"].unique()],
+            ).values_list(*_KEY, "missing_in_source", *compared),
+            columns=[*_KEY, "missing_in_source", *[f"stored_{name}" for name in compared]],
+        )
+        if self.run.record.full_snapshot:
+            self._seen_keys.update(chunk[list(_KEY)].itertuples(index=False, name=None))
+        if not stored.empty:
+            merged = chunk.merge(stored, on=list(_KEY), how="left", indicator=True)
+            is_stored = (merged["_merge"] == "both").to_numpy()
+            differs = merged["missing_in_source"].fillna(False).astype(bool).to_numpy().copy()
+            for name in compared:
+                differs |= ~_same(merged[name], merged[f"stored_{name}"]).to_numpy()
+            self.run.counts["data_points_unchanged"] += int((is_stored & ~differs).sum())
+            items = ItemDefinition.objects.in_bulk(chunk["item_id"].unique().tolist())
+            for row in chunk[is_stored & differs].to_dict("records"):
+                self.add(self._incoming(row, items))
+            self.flush()
+            chunk = chunk[~is_stored]
+        if chunk.empty:
+            return
+        new = self._typed_frame(chunk)
+        new.insert(0, "study_id", self.run.study.pk)
+        for name in _EXTRA:
+            if name not in new.columns:
+                new[name] = "" if name in ("entered_by", "units", "abnormal_flag") else None
+        columns = [new[name].astype(object).where(new[name].notna(), None).tolist() for name in _NEW_COLUMNS]
+        rows = list(zip(*columns, strict=False))
+        if not self.use_copy:
+            rows = [DataPoint(**dict(zip(_NEW_COLUMNS, row, strict=False))) for row in rows]
+        self._create(rows)
+        self.run.counts["data_points_created"] += len(rows)
+
+    def _typed_frame(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        """value_number and value_date from raw_value by each item's data type, vectorised."""
+        types = dict(ItemDefinition.objects.filter(pk__in=chunk["item_id"].unique().tolist())
+                     .values_list("pk", "data_type"))
+        data_type = chunk["item_id"].map(types)
+        raw = chunk["raw_value"].fillna("").astype(str).str.strip()
+        numeric = data_type.isin(_NUMERIC_TYPES) & (raw != "")
+        dated = data_type.isin(_DATE_TYPES) & (raw != "")
+        number = pd.to_numeric(raw.where(numeric), errors="coerce")
+        day = pd.to_datetime(raw.where(dated), errors="coerce", format="ISO8601")
+        bad = (numeric & number.isna()) | (dated & day.isna())
+        for _, row in chunk[bad].head(20).iterrows():
+            self.run.warn(f"{row['raw_value']!r} does not fit item {row['item_id']} ({types[row['item_id']]})",
+                          where=f"item {row['item_id']}")
+        if bad.sum() > 20:
+            self.run.counts["warnings"] += int(bad.sum()) - 20
+        out = chunk.copy()
+        out["raw_value"] = chunk["raw_value"].fillna("").astype(str)
+        out["value_number"] = number
+        out["value_date"] = day.dt.date.where(day.notna(), None)
+        return out
+
+    def _incoming(self, row: dict, items: dict) -> IncomingValue:
+        extra = {name: (None if pd.isna(row[name]) else row[name]) for name in _EXTRA if name in row}
+        for name in ("entered_by", "units", "abnormal_flag"):
+            if name in extra and extra[name] is None:
+                extra[name] = ""
+        return IncomingValue(subject_id=int(row["subject_id"]), visit_id=int(row["visit_id"]),
+                             form_id=int(row["form_id"]), item=items[int(row["item_id"])],
+                             raw_value="" if pd.isna(row["raw_value"]) else str(row["raw_value"]),
+                             repeat_key=str(row["repeat_key"]), **extra)
 
     def finish(self) -> None:
         """Flush, and with a full snapshot flag what the snapshot no longer holds."""
@@ -118,10 +236,21 @@ class DataPointWriter:
                           where=f"item {value.item.oid}")
             return None, None
 
-    def _build(self, value: IncomingValue) -> DataPoint:
+    def _create(self, new: list) -> None:
+        if not new:
+            return
+        if self.use_copy:
+            audited_copy_create(DataPoint, list(_NEW_COLUMNS), new, actor=self.run.actor, reason=self.run.reason)
+        else:
+            audited_bulk_create(new, actor=self.run.actor, reason=self.run.reason, batch_size=2000)
+
+    def _build(self, value: IncomingValue) -> DataPoint | tuple:
         number, day = self._typed(value)
         if self.run.study is None:
             raise ImportFailed("Data points need a study; the import has none.")
+        if self.use_copy:
+            return (self.run.study.pk, value.subject_id, value.visit_id, value.form_id, value.item.pk,
+                    value.repeat_key, value.raw_value, number, day, *(getattr(value, name) for name in _EXTRA))
         return DataPoint(
             study_id=self.run.study.pk, subject_id=value.subject_id, visit_id=value.visit_id,
             form_id=value.form_id, item=value.item, repeat_key=value.repeat_key, raw_value=value.raw_value,

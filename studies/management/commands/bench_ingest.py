@@ -1,0 +1,116 @@
+"""Benchmark: load the clindata lab results into a fresh study, and in the same run COPY the same
+rows into a bare temporary table; print the figures as one JSON line (the last line).
+
+Everything runs in one transaction that is rolled back at the end, so the bench study, its audit
+trail and the Import record vanish without any audited delete and regular data is untouched."""
+
+import json
+import resource
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection, transaction
+
+from studies.ingest import clindata
+from studies.ingest.base import ImportRun, import_create
+from studies.ingest.copy import copy_rows, is_postgresql
+from studies.ingest.writer import _NEW_COLUMNS, DataPointWriter
+from studies.models import DataPoint, Import, Study
+
+
+class _Rollback(Exception):
+    pass
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
+
+
+class Command(BaseCommand):
+    help = "Time the audited bulk load of the clindata lab results against a raw COPY of the same rows."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--rows", type=int, default=None, help="Load only the first N lab results")
+        parser.add_argument("--dir", type=Path, default=None, help="clindata parquet directory")
+
+    def handle(self, *args, rows, dir, **options):
+        directory = dir or Path(settings.SHARED_DATA_DIR) / "clindata" / "parquet"
+        if not directory.is_dir():
+            raise CommandError(f"clindata not found at {directory}")
+        tables = clindata.read_tables(directory)
+        if rows is not None:
+            tables["rawplus_lb"] = tables["rawplus_lb"].head(rows)
+            tables = clindata.restrict_to_subjects(tables, set(tables["rawplus_lb"]["subjid"]))
+        result = {}
+        try:
+            with transaction.atomic():
+                result = self._measure(tables)
+                raise _Rollback
+        except _Rollback:
+            pass
+        result["peak_rss_mb"] = _peak_rss_mb()
+        self.stdout.write(f"database: {connection.vendor}; setup (sites, subjects, visits) "
+                          f"{result.pop('setup_seconds')} s; rolled back")
+        self.stdout.write(json.dumps({"bench": "ingest", **result}))
+
+    def _measure(self, tables: dict) -> dict:
+        actor, _ = get_user_model().objects.get_or_create(username="bench-ingest")
+        record = import_create(source=Import.Source.CLINDATA, actor=actor, filename="bench_ingest")
+        study = Study(protocol_id=f"BENCH-{uuid.uuid4().hex[:12]}", name="bench_ingest (rolled back)")
+        study.save()
+        run = ImportRun(record=record, actor=actor)
+        run.attach_study(study)
+
+        started = time.perf_counter()
+        sites = clindata._sites(run, tables["ctms_site"])
+        subjects = clindata._subjects(run, tables, sites)
+        visits = clindata._visits(run, tables["rawplus_visdt"], subjects)
+        lb = tables["rawplus_lb"]
+        tests = sorted(set(zip(lb["battrnam"], lb["lbtstnam"], strict=True)))
+        form_ids, item_ids = clindata._forms_and_items(run, tests)
+        setup = time.perf_counter() - started
+
+        started = time.perf_counter()
+        lab = clindata._lab_frame(run, lb, subjects, visits, form_ids["LB"], item_ids)
+        writer = DataPointWriter(run)
+        writer.add_frame(lab)
+        writer.finish()
+        seconds = time.perf_counter() - started
+        written = DataPoint.objects.filter(study=study).count()
+        audited = DataPoint.history.filter(study_id=study.pk, history_type="+").count()
+        if written != len(lab) or audited != written:
+            raise CommandError(f"expected {len(lab)} data points with history, got {written} / {audited}")
+
+        raw = self._raw_copy(writer._typed_frame(lab).assign(study_id=study.pk))
+        return {"rows": written, "seconds": round(seconds, 2), "raw_copy_seconds": round(raw, 2),
+                "ratio": round(seconds / raw, 2), "history_rows": audited, "database": connection.vendor,
+                "setup_seconds": round(setup, 2)}
+
+    def _raw_copy(self, frame: pd.DataFrame) -> float:
+        """The same data point rows (same columns and values) into a bare temporary table: no
+        index, no constraint, no history; the floor any loader is measured against."""
+        table = f"bench_raw_{uuid.uuid4().hex[:8]}"
+        fields = {f.attname: f for f in DataPoint._meta.concrete_fields}
+        columns = list(_NEW_COLUMNS)
+        for name in columns:
+            if name not in frame.columns:
+                frame[name] = "" if name in ("entered_by", "units", "abnormal_flag") else None
+        with connection.cursor() as cursor:
+            types = ", ".join(f"{connection.ops.quote_name(name)} {fields[name].db_type(connection)}"
+                              for name in columns)
+            cursor.execute(f"CREATE TEMPORARY TABLE {table} ({types})")
+        started = time.perf_counter()
+        values = [frame[name].astype(object).where(frame[name].notna(), None).tolist() for name in columns]
+        rows = zip(*values, strict=False)
+        if is_postgresql():
+            copy_rows(table, columns, rows)
+        else:
+            plain = [tuple(v.to_pydatetime() if isinstance(v, pd.Timestamp) else v for v in row) for row in rows]
+            with connection.cursor() as cursor:
+                cursor.executemany(f"INSERT INTO {table} VALUES ({', '.join(['%s'] * len(columns))})", plain)
+        return time.perf_counter() - started
