@@ -9,6 +9,7 @@ from deviations.api import DeviationViewSet
 from queries.api import QueryViewSet
 from studies import api as studies_api
 from studies.auth_api import AuditedTokenObtainPairView
+from studies.webhooks import EdcWebhookView
 
 router = DefaultRouter()
 router.register("studies", studies_api.StudyViewSet, basename="study")
@@ -25,6 +26,7 @@ router.register("imports", studies_api.ImportViewSet, basename="import")
 urlpatterns = [
     path("v1/auth/token/", AuditedTokenObtainPairView.as_view(), name="token-obtain"),
     path("v1/auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
+    path("v1/webhooks/edc/<int:connection_id>/", EdcWebhookView.as_view(), name="edc-webhook"),
     path("v1/", include(router.urls)),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -408,3 +408,60 @@ class SourceAuditRecord(models.Model):
 
     def __str__(self):
         return f"{self.event or 'audit'} by {self.user_name} at {self.occurred_at}"
+
+
+class EdcConnection(models.Model):
+    """A study's link to a vendor EDC: where it is, which environment variables hold its
+    credentials (never the credentials themselves), and when it is next pulled."""
+
+    class Vendor(models.TextChoices):
+        RAVE = "rave", "Medidata Rave"
+        REDCAP = "redcap", "REDCap"
+        VEEVA = "veeva", "Veeva Vault CDMS"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="edc_connections")
+    vendor = models.CharField(max_length=16, choices=Vendor.choices)
+    base_url = models.URLField(help_text="e.g. https://innovate.mdsol.com, https://redcap.example.org/api/, "
+                                         "https://example.veevavault.com")
+    remote_study = models.CharField(max_length=255, blank=True,
+                                    help_text="The study in the EDC: Rave 'Project(Env)', Vault study name")
+    credentials_env = models.CharField(
+        max_length=64, help_text="Prefix of the environment variables holding the credentials, e.g. "
+                                 "TRIALOPS_EDC_ACME (reads ACME_USERNAME, _PASSWORD or _PASSWORD_FILE, _TOKEN, "
+                                 "_WEBHOOK_SECRET)")
+    enabled = models.BooleanField(default=True)
+    sync_interval_minutes = models.PositiveIntegerField(default=60)
+    last_synced_at = models.DateTimeField(null=True, blank=True, help_text="Start of the last successful pull")
+    # A claimed sync holds this lease; a worker that died lets the next one take over after it.
+    sync_lease_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["study", "vendor", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(sync_interval_minutes__gte=1), name="edc_sync_interval_positive"),
+            models.CheckConstraint(condition=Q(credentials_env__regex=r"^TRIALOPS_EDC_[A-Z0-9_]+$"),
+                                   name="edc_credentials_env_is_a_variable_prefix"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_vendor_display()} for {self.study.protocol_id}"
+
+
+class WebhookDelivery(models.Model):
+    """One accepted "data changed" notification from an EDC. The unique delivery id makes a
+    redelivery a no-op; the unique nonce per connection refuses a replayed request."""
+
+    connection = models.ForeignKey(EdcConnection, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    delivery_id = models.CharField(max_length=128, unique=True)
+    nonce = models.CharField(max_length=128)
+    signed_at = models.DateTimeField()
+    received_at = models.DateTimeField(default=timezone.now)
+    payload = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["connection", "nonce"], name="webhook_nonce_unique")]
+
+    def __str__(self):
+        return f"Webhook {self.delivery_id} ({self.connection_id})"

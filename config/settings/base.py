@@ -121,7 +121,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["config.api.FilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "config.api.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -237,3 +237,19 @@ IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 512 * 1024 * 1024, minimum=1024)
 # --- Product ------------------------------------------------------------------------------------
 DEMO_PASSWORD = env_str("DEMO_PASSWORD", "demo")
 SHARED_DATA_DIR = Path(env_str("TRIALOPS_SHARED_DATA", str(BASE_DIR.parent / "shared" / "data")))
+
+# --- Vendor EDC connections (studies.edc) -----------------------------------------------------
+# Credentials are named per connection by its prefix (EdcConnection.credentials_env), e.g.
+# TRIALOPS_EDC_ACME_PASSWORD or TRIALOPS_EDC_ACME_PASSWORD_FILE (a mounted secret file, read at use).
+# They are collected here, the one place that reads the environment; "SECRETS" in the name keeps
+# them out of Django's debug pages.
+from config.settings.env import env as _env  # noqa: E402
+
+EDC_SECRETS = {name: value for name, value in _env.ENVIRON.items() if name.startswith("TRIALOPS_EDC_")}
+EDC_HTTP_TIMEOUT_SECONDS = env_int("EDC_HTTP_TIMEOUT_SECONDS", 60, minimum=1)
+EDC_SYNC_CHECK_SECONDS = env_int("EDC_SYNC_CHECK_SECONDS", 300, minimum=10)
+EDC_WEBHOOK_MAX_AGE_SECONDS = env_int("EDC_WEBHOOK_MAX_AGE_SECONDS", 300, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "edc-sync-due": {"task": "studies.edc_sync_due", "schedule": EDC_SYNC_CHECK_SECONDS},
+}
