@@ -1,12 +1,31 @@
 """API plumbing shared by every app: one error shape and one pagination."""
 
+import django_filters
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
 from django.http import Http404
+from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import exceptions, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class FilterSet(django_filters.FilterSet):
+    """The base of every API filter. A foreign-key filter compares ids without checking that the
+    id exists: django-filter's default validates it against the whole table, which would tell a
+    site user whether another site's subject exists (400 "invalid choice" vs an empty list)."""
+
+    FILTER_DEFAULTS = {
+        **django_filters.FilterSet.FILTER_DEFAULTS,
+        models.ForeignKey: {"filter_class": django_filters.NumberFilter},
+        models.OneToOneField: {"filter_class": django_filters.NumberFilter},
+    }
+
+
+class FilterBackend(DjangoFilterBackend):
+    filterset_base = FilterSet
 
 
 class Pagination(PageNumberPagination):

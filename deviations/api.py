@@ -3,6 +3,7 @@
 import django_filters
 from rest_framework import serializers, viewsets
 
+from config.api import FilterSet
 from deviations.models import Deviation
 from deviations.selectors import deviation_list
 
@@ -17,7 +18,7 @@ class DeviationSerializer(serializers.ModelSerializer):
                   "status", "source", "description", "occurred_on", "detected_on", "closed_on", "created_at"]
 
 
-class DeviationFilter(django_filters.FilterSet):
+class DeviationFilter(FilterSet):
     occurred_after = django_filters.DateFilter(field_name="occurred_on", lookup_expr="gte")
     occurred_before = django_filters.DateFilter(field_name="occurred_on", lookup_expr="lte")
 

@@ -1,8 +1,8 @@
 """API v1 for queries (read for now; the lifecycle comes with the QueryTracker)."""
 
-import django_filters
 from rest_framework import serializers, viewsets
 
+from config.api import FilterSet
 from queries.models import Query, QueryMessage
 from queries.selectors import query_list
 
@@ -30,7 +30,7 @@ class QuerySerializer(serializers.ModelSerializer):
                   "closed_at", "messages"]
 
 
-class QueryFilter(django_filters.FilterSet):
+class QueryFilter(FilterSet):
     class Meta:
         model = Query
         fields = ["study", "site", "subject", "data_point", "state", "category", "severity", "recipient", "origin"]

@@ -5,6 +5,8 @@ Every change made here asks for a reason for change, stored in the history row w
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.http import Http404
 from guardian.admin import GuardedModelAdminMixin
 from simple_history.admin import SimpleHistoryAdmin
 
@@ -40,7 +42,10 @@ class ReasonForm(forms.ModelForm):
 
 
 class AuditedAdmin(SimpleHistoryAdmin):
-    """History view plus a mandatory reason on change; scoped to the sponsor's studies."""
+    """History view plus a mandatory reason on change; scoped to the sponsor's studies.
+
+    Regulated records are never deleted here (a delete in admin would carry no reason); they are
+    closed, cancelled or flagged through their own services."""
 
     form = ReasonForm
     study_path = "study"
@@ -48,6 +53,28 @@ class AuditedAdmin(SimpleHistoryAdmin):
     def save_model(self, request, obj, form, change):
         obj._change_reason = (form.cleaned_data.get("reason_for_change") or "").strip() or "Created in admin"
         super().save_model(request, obj, form, change)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_list_filter(self, request):
+        # An unscoped related filter would list every study's name: offer only those in scope.
+        return [(name, admin.RelatedOnlyFieldListFilter) if name == "study" else name
+                for name in super().get_list_filter(request)]
+
+    def _check_in_scope(self, request, object_id):
+        # simple-history falls back to the latest history row when the object is outside
+        # get_queryset(), which would show another sponsor's records: refuse first.
+        if not self.get_queryset(request).filter(pk=object_id).exists():
+            raise Http404("No such record.")
+
+    def history_view(self, request, object_id, extra_context=None):
+        self._check_in_scope(request, object_id)
+        return super().history_view(request, object_id, extra_context)
+
+    def history_form_view(self, request, object_id, version_id, extra_context=None):
+        self._check_in_scope(request, object_id)
+        return super().history_form_view(request, object_id, version_id, extra_context)
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
@@ -86,20 +113,60 @@ class SiteAdmin(GuardedModelAdminMixin, AuditedAdmin):
     search_fields = ["number", "name", "city"]
 
 
+class MembershipForm(forms.ModelForm):
+    class Meta:
+        model = StudyMembership
+        fields = ["user", "study", "role", "site", "is_active"]
+
+    def __init__(self, *args, request=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.request = request
+
+    def clean(self):
+        cleaned = super().clean()
+        user = self.request.user
+        if user.is_superuser:
+            return cleaned
+        study = cleaned.get("study")
+        if study is not None and not Study.objects.filter(pk=study.pk, id__in=sponsored_study_ids(user)).exists():
+            raise ValidationError("You can manage memberships of the studies you sponsor only.")
+        if cleaned.get("user") == user or (self.instance.pk and self.instance.user_id == user.pk):
+            # Nobody grants or widens their own access (segregation of duties).
+            raise ValidationError("You cannot change your own memberships; ask another sponsor or an administrator.")
+        return cleaned
+
+
 @admin.register(StudyMembership)
 class StudyMembershipAdmin(admin.ModelAdmin):
     """Access-control changes are audited by django-auditlog (see studies/signals.py)."""
 
+    form = MembershipForm
     list_display = ["user", "study", "role", "site", "is_active", "created_at"]
-    list_filter = ["study", "role", "is_active"]
+    list_filter = [("study", admin.RelatedOnlyFieldListFilter), "role", "is_active"]
     search_fields = ["user__username", "study__protocol_id"]
     autocomplete_fields = ["user"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+
+        class ScopedForm(form):
+            def __init__(self, *args, **inner):
+                super().__init__(*args, request=request, **inner)
+
+        return ScopedForm
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request).select_related("user", "study", "site")
         if request.user.is_superuser:
             return queryset
         return queryset.filter(study__in=sponsored_study_ids(request.user))
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if not request.user.is_superuser and db_field.name == "study":
+            kwargs["queryset"] = Study.objects.filter(id__in=sponsored_study_ids(request.user))
+        elif not request.user.is_superuser and db_field.name == "site":
+            kwargs["queryset"] = Site.objects.filter(study_id__in=sponsored_study_ids(request.user))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 @admin.register(Subject)

@@ -9,6 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
+from config.api import FilterSet
 from studies import selectors, services
 from studies.ingest.dispatch import import_upload
 from studies.models import (
@@ -134,19 +135,19 @@ class ImportUploadSerializer(serializers.Serializer):
 # --- Filters -----------------------------------------------------------------------------------
 
 
-class SiteFilter(django_filters.FilterSet):
+class SiteFilter(FilterSet):
     class Meta:
         model = Site
         fields = ["study", "country", "number"]
 
 
-class SubjectFilter(django_filters.FilterSet):
+class SubjectFilter(FilterSet):
     class Meta:
         model = Subject
         fields = ["study", "site", "status", "subject_id"]
 
 
-class SubjectVisitFilter(django_filters.FilterSet):
+class SubjectVisitFilter(FilterSet):
     site = django_filters.NumberFilter(field_name="subject__site")
     visit_oid = django_filters.CharFilter(field_name="definition__oid")
 
@@ -155,7 +156,7 @@ class SubjectVisitFilter(django_filters.FilterSet):
         fields = ["study", "subject", "definition", "site", "visit_oid"]
 
 
-class StudyScopedFilter(django_filters.FilterSet):
+class StudyScopedFilter(FilterSet):
     class Meta:
         fields = ["study", "oid"]
 
@@ -171,7 +172,7 @@ class ItemFilter(StudyScopedFilter):
         fields = ["study", "oid", "form", "data_type", "critical"]
 
 
-class DataPointFilter(django_filters.FilterSet):
+class DataPointFilter(FilterSet):
     site = django_filters.NumberFilter(field_name="subject__site")
     item_oid = django_filters.CharFilter(field_name="item__oid")
     form_oid = django_filters.CharFilter(field_name="form__oid")

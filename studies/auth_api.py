@@ -1,6 +1,8 @@
 """JWT for EDC integrations. Issuing a token is a login: it goes into the access audit log."""
 
-from django.contrib.auth import get_user_model
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.views import TokenObtainPairView
 
 from studies.signals import log_access_event
@@ -11,8 +13,11 @@ class AuditedTokenObtainPairView(TokenObtainPairView):
     is logged as a failed login by Django's authenticate()."""
 
     def post(self, request, *args, **kwargs):
-        response = super().post(request, *args, **kwargs)
-        if response.status_code == 200:
-            user = get_user_model().objects.get(username=request.data.get("username"))
-            log_access_event(user, "login_api_token", request)
-        return response
+        serializer = self.get_serializer(data=request.data)
+        try:
+            serializer.is_valid(raise_exception=True)
+        except TokenError as error:
+            raise InvalidToken(error.args[0]) from error
+        # The authenticated user from the serializer, not a second lookup by the raw user name.
+        log_access_event(serializer.user, "login_api_token", request)
+        return Response(serializer.validated_data, status=status.HTTP_200_OK)

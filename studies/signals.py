@@ -8,6 +8,7 @@ from django.contrib.auth.signals import user_logged_in, user_logged_out, user_lo
 from django.contrib.contenttypes.models import ContentType
 from django.dispatch import receiver
 from guardian.models import GroupObjectPermission, UserObjectPermission
+from simple_history.signals import post_create_historical_record
 
 from studies.models import StudyMembership
 
@@ -59,3 +60,11 @@ def _on_login_failed(sender, credentials, request=None, **kwargs):
         additional_data={"event": "login_failed", "username": username},
         **_client(request),
     )
+
+
+@receiver(post_create_historical_record)
+def _forget_audit_context(sender, instance, **kwargs):
+    # An actor and reason describe one write. Left on the instance, they would be reused by the
+    # next save() of the same object and attribute it to the wrong person and reason.
+    for attribute in ("_change_reason", "_history_user"):
+        instance.__dict__.pop(attribute, None)

@@ -133,3 +133,28 @@ def test_anonymous_requests_are_refused(world):
     assert response.status_code in (401, 403)
     assert "message" in response.json()
     assert DataPoint.objects.count() == 4
+
+
+FOREIGN_FILTERS = {
+    # endpoint -> {filter parameter: how to find the referenced object of a site}
+    "subjects": {"study": lambda s: s.site.study, "site": lambda s: s.site},
+    "visits": {"study": lambda s: s.site.study, "subject": lambda s: s.subject, "site": lambda s: s.site},
+    "data-points": {"study": lambda s: s.site.study, "subject": lambda s: s.subject, "visit": lambda s: s.visit,
+                    "site": lambda s: s.site},
+    "queries": {"subject": lambda s: s.subject, "data_point": lambda s: s.data_point, "site": lambda s: s.site},
+    "deviations": {"subject": lambda s: s.subject, "site": lambda s: s.site},
+}
+
+
+@pytest.mark.parametrize("endpoint", list(FOREIGN_FILTERS))
+def test_filtering_on_another_sites_ids_answers_like_a_missing_id(world, endpoint):
+    """An id from outside the scope and an id that does not exist must be indistinguishable."""
+    client = client_for(world.users[Role.SITE_COORDINATOR])
+    for parameter, referenced in FOREIGN_FILTERS[endpoint].items():
+        outside = world.sites["B1" if parameter == "study" else "A2"]  # A2 shares the user's study
+        foreign = client.get(f"/api/v1/{endpoint}/", {parameter: referenced(outside).pk})
+        missing = client.get(f"/api/v1/{endpoint}/", {parameter: 987654321})
+        assert (foreign.status_code, foreign.json()) == (missing.status_code, missing.json()) == (
+            200, {"count": 0, "next": None, "previous": None, "results": []}), parameter
+        own = client.get(f"/api/v1/{endpoint}/", {parameter: referenced(world.sites["A1"]).pk})
+        assert own.json()["count"] >= 1, parameter

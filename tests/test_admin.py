@@ -3,7 +3,7 @@
 import pytest
 from django.contrib.auth.models import Permission
 
-from studies.models import ItemDefinition, Role, Site
+from studies.models import ItemDefinition, Role, Site, StudyMembership
 from studies.services import membership_grant
 from tests.factories import ItemDefinitionFactory, SiteFactory, StudyFactory, UserFactory
 
@@ -75,3 +75,48 @@ def test_a_sponsor_cannot_attach_records_to_another_study(client, studies):
 def test_data_points_are_read_only_in_admin(client, studies, sponsor):
     assert client.get("/admin/studies/datapoint/add/").status_code == 403
     assert ItemDefinition.objects.count() == 0
+
+
+def test_a_sponsor_cannot_grant_access_to_another_study_or_to_themselves(client, studies, sponsor):
+    own, other = studies
+    colleague = UserFactory(username="colleague")
+    to_other = client.post("/admin/studies/studymembership/add/", {
+        "user": colleague.pk, "study": other.pk, "role": "data_manager", "is_active": "on"})
+    assert to_other.status_code == 200  # re-rendered with an error, nothing saved
+    own_membership = sponsor.memberships.get()
+    widen = client.post(f"/admin/studies/studymembership/{own_membership.pk}/change/", {
+        "user": sponsor.pk, "study": own.pk, "role": "data_manager", "is_active": "on"})
+    assert widen.status_code == 200
+    assert "You cannot change your own memberships" in widen.content.decode()
+    assert list(StudyMembership.objects.filter(user__in=[sponsor, colleague]).values_list("role", "study_id")) == [
+        ("sponsor", own.pk)]
+
+    granted = client.post("/admin/studies/studymembership/add/", {
+        "user": colleague.pk, "study": own.pk, "role": "data_manager", "is_active": "on"})
+    assert granted.status_code == 302
+    assert StudyMembership.objects.filter(user=colleague, study=own, role="data_manager").exists()
+
+
+def test_history_pages_of_another_sponsors_records_answer_404(client, studies):
+    own, other = studies
+    secret = SiteFactory(study=other, name="Secret Clinic")
+    history_id = secret.history.latest().history_id
+    assert client.get(f"/admin/studies/site/{secret.pk}/history/").status_code == 404
+    assert client.get(f"/admin/studies/site/{secret.pk}/history/{history_id}/").status_code == 404
+    mine = SiteFactory(study=own, name="Own Clinic")
+    assert client.get(f"/admin/studies/site/{mine.pk}/history/").status_code == 200
+
+
+def test_list_filters_offer_only_studies_in_scope(client, studies):
+    own, other = studies
+    SiteFactory(study=own)
+    SiteFactory(study=other)
+    page = client.get("/admin/studies/site/").content.decode()
+    assert "OTHER-1" not in page and "Other sponsor" not in page
+
+
+def test_regulated_records_cannot_be_deleted_in_admin(client, studies):
+    own, _ = studies
+    site = SiteFactory(study=own)
+    assert client.get(f"/admin/studies/site/{site.pk}/delete/").status_code == 403
+    assert Site.objects.filter(pk=site.pk).exists()

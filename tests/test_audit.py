@@ -330,3 +330,19 @@ def test_user_model_flags_are_audited(db):
     user.save()
     entry = LogEntry.objects.get_for_object(user).filter(action=LogEntry.Action.UPDATE).get()
     assert entry.changes_dict["is_staff"] == ["False", "True"]
+
+
+def test_a_second_save_cannot_reuse_the_previous_reason_and_actor(data_point, site_user):
+    data_point_update(data_point=data_point, raw_value="130", actor=site_user, reason="Transcription error")
+    data_point.raw_value = "999"
+    with pytest.raises(ReasonRequired):
+        data_point.save()
+    assert DataPoint.objects.get(pk=data_point.pk).raw_value == "130"
+
+
+def test_a_user_name_with_spaces_gets_a_token_and_an_audit_row(db):
+    UserFactory(username="integration")
+    response = APIClient().post("/api/v1/auth/token/", {"username": " integration ", "password": "pw-for-tests"},
+                                format="json")
+    assert response.status_code == 200  # the serializer trims the name, as the login form does
+    assert LogEntry.objects.filter(additional_data__event="login_api_token").count() == 1
