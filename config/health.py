@@ -5,6 +5,7 @@ database never gets the web pods restarted. /ready says whether this instance ca
 the database answers, and, when a broker is configured, a worker is there to run tasks.
 """
 
+import structlog
 from django.conf import settings
 from django.db import DatabaseError, connections
 from django.http import JsonResponse
@@ -15,6 +16,7 @@ from agents.worker import workers_answering
 from config.celery_app import app
 
 WORKER_PING_TIMEOUT_SECONDS = 1.0
+logger = structlog.get_logger(__name__)
 
 
 @never_cache
@@ -37,7 +39,9 @@ def check_database(alias: str = "default") -> dict:
             cursor.execute("SELECT 1")
             cursor.fetchone()
     except DatabaseError as exc:
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}".strip()}
+        # The probe is anonymous: the answer names the failure, the log has the details (host, user).
+        logger.warning("ready_database_failed", error=str(exc))
+        return {"ok": False, "error": type(exc).__name__}
     return {"ok": True}
 
 
@@ -50,7 +54,8 @@ def check_broker() -> dict:
             conn.ensure_connection(max_retries=1, timeout=WORKER_PING_TIMEOUT_SECONDS)
         workers = workers_answering(app, timeout=WORKER_PING_TIMEOUT_SECONDS)
     except Exception as exc:  # kombu and redis-py raise many types for "cannot connect"
-        return {"ok": False, "mode": "redis", "error": f"{type(exc).__name__}: {exc}"}
+        logger.warning("ready_broker_failed", error=str(exc))
+        return {"ok": False, "mode": "redis", "error": type(exc).__name__}
     if not workers:
         return {"ok": False, "mode": "redis", "error": "no worker answered a ping within 1s", "workers": []}
     return {"ok": True, "mode": "redis", "workers": workers}

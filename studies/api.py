@@ -9,7 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
-from config.api import FilterSet
+from config.api import FilterSet, error_response
 from studies import selectors, services
 from studies.ingest.dispatch import import_upload
 from studies.models import (
@@ -90,6 +90,9 @@ class DataPointSerializer(serializers.ModelSerializer):
 class DataPointChangeSerializer(serializers.Serializer):
     raw_value = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=4000)
     reason = serializers.CharField(max_length=1000, help_text="Reason for change (21 CFR Part 11)")
+    version = serializers.IntegerField(required=False, min_value=1, source="expected_version",
+                                       help_text="The version the change is based on; refused with 409 "
+                                                 "if the value has changed since")
 
 
 class HistoryRowSerializer(serializers.Serializer):
@@ -275,9 +278,12 @@ class DataPointViewSet(mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
             raise PermissionDenied("Your role may not change data at this site.")
         change = DataPointChangeSerializer(data=request.data)
         change.is_valid(raise_exception=True)
-        data_point = services.data_point_update(
-            data_point=data_point, actor=request.user, **change.validated_data
-        )
+        try:
+            data_point = services.data_point_update(data_point=data_point, actor=request.user,
+                                                    **change.validated_data)
+        except services.StaleVersion as error:
+            return error_response(str(error), status_code=status.HTTP_409_CONFLICT,
+                                  current_version=DataPoint.objects.get(pk=data_point.pk).version)
         return Response(DataPointSerializer(data_point).data)
 
     @extend_schema(responses=HistoryRowSerializer(many=True), filters=False)

@@ -4,6 +4,7 @@ The failed attempts are the access audit rows django-auditlog already keeps (stu
 so the lockout needs no state of its own: N failures for a user name within the window, since
 its last successful login, lock it until the window has passed."""
 
+from contextvars import ContextVar
 from datetime import timedelta
 
 from auditlog.models import LogEntry
@@ -11,6 +12,10 @@ from django.conf import settings
 from django.contrib.auth.backends import ModelBackend
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
+
+# Set while a locked account is refused, so the failed-login audit row says "locked", and a
+# refusal by the lock does not itself count as a failure (which would keep the lock on for ever).
+locked_attempt: ContextVar[bool] = ContextVar("locked_attempt", default=False)
 
 
 def recent_failed_logins(username: str) -> int:
@@ -30,5 +35,6 @@ class LockoutModelBackend(ModelBackend):
     def authenticate(self, request, username=None, password=None, **kwargs):
         if username and recent_failed_logins(username) >= settings.LOGIN_LOCKOUT_ATTEMPTS:
             # PermissionDenied stops every backend; Django still sends user_login_failed.
+            locked_attempt.set(True)
             raise PermissionDenied("Account locked after repeated failed logins.")
         return super().authenticate(request, username=username, password=password, **kwargs)

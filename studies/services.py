@@ -1,7 +1,9 @@
 """Writes to study data. One service per domain action, keyword-only, atomic, audited."""
 
+from contextlib import nullcontext
 from datetime import date, datetime
 
+from auditlog.context import set_actor
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -66,14 +68,23 @@ def data_point_create(
     return data_point
 
 
+class StaleVersion(ValueError):
+    """The value changed since the caller read it: applying the change would overwrite unseen work."""
+
+
 @transaction.atomic
-def data_point_update(*, data_point: DataPoint, raw_value: str, actor, reason: str) -> DataPoint:
+def data_point_update(*, data_point: DataPoint, raw_value: str, actor, reason: str,
+                      expected_version: int | None = None) -> DataPoint:
     """Change a value. The reason is mandatory (21 CFR Part 11); a verified value goes back to
-    "to verify" because the source it was verified against no longer matches."""
+    "to verify" because the source it was verified against no longer matches. With
+    `expected_version`, the change is refused if someone else changed the value first."""
     if not reason or not reason.strip():
         raise ReasonRequired("A reason for change is required to change a data point.")
     # Lock the row: two concurrent edits must not both read version N and write N + 1.
     data_point = DataPoint.objects.select_for_update().select_related("item").get(pk=data_point.pk)
+    if expected_version is not None and expected_version != data_point.version:
+        raise StaleVersion(f"The value changed since version {expected_version} (now version "
+                           f"{data_point.version}); review it and try again.")
     if raw_value == data_point.raw_value:
         return data_point
     number, day = typed_value(item=data_point.item, raw_value=raw_value)
@@ -97,21 +108,30 @@ def membership_grant(*, user, study: Study, role: str, site: Site | None = None,
         raise ValidationError({"role": f"Unknown role {role!r}."})
     membership = StudyMembership(user=user, study=study, role=role, site=site if role in SITE_ROLES else None)
     membership.full_clean()
-    membership.save()
+    with _as_actor(actor):
+        membership.save()
     return membership
 
 
 @transaction.atomic
-def cra_site_assign(*, cra, site: Site) -> None:
+def cra_site_assign(*, cra, site: Site, actor=None) -> None:
     """Grant a CRA one site (a per-object permission, finer than the study membership)."""
     if not StudyMembership.objects.filter(user=cra, study_id=site.study_id, role=Role.CRA, is_active=True).exists():
         raise ValidationError("The user is not a CRA of this site's study.")
-    assign_perm("studies.monitor_site", cra, site)
+    with _as_actor(actor):
+        assign_perm("studies.monitor_site", cra, site)
 
 
 @transaction.atomic
-def cra_site_unassign(*, cra, site: Site) -> None:
-    remove_perm("studies.monitor_site", cra, site)
+def cra_site_unassign(*, cra, site: Site, actor=None) -> None:
+    with _as_actor(actor):
+        remove_perm("studies.monitor_site", cra, site)
+
+
+def _as_actor(actor):
+    """Name `actor` in the access-control audit log for writes made outside a request (commands,
+    agents); inside a request django-auditlog's middleware already names the user."""
+    return set_actor(actor) if getattr(actor, "pk", None) else nullcontext()
 
 
 @transaction.atomic

@@ -48,6 +48,10 @@ def _on_logout(sender, request, user, **kwargs):
 @receiver(user_login_failed)
 def _on_login_failed(sender, credentials, request=None, **kwargs):
     # The attempted user name is kept, never the password (Django already masks it in credentials).
+    from studies.backends import locked_attempt  # noqa: PLC0415 (backends imports this module's models)
+
+    event = "login_locked" if locked_attempt.get() else "login_failed"
+    locked_attempt.set(False)
     username = str(credentials.get("username", ""))[:150]
     existing = User.objects.filter(username=username).first()
     LogEntry.objects.create(
@@ -56,8 +60,8 @@ def _on_login_failed(sender, credentials, request=None, **kwargs):
         object_id=existing.pk if existing else None,
         object_repr=username,
         action=LogEntry.Action.ACCESS,
-        changes={"event": [None, "login_failed"]},
-        additional_data={"event": "login_failed", "username": username},
+        changes={"event": [None, event]},
+        additional_data={"event": event, "username": username},
         **_client(request),
     )
 

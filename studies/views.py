@@ -23,12 +23,12 @@ from studies.selectors import (
     site_list,
     study_list,
     study_roles,
+    study_user_can,
     subject_list,
     subject_visit_list,
-    study_user_can,
     user_can,
 )
-from studies.services import data_point_update
+from studies.services import StaleVersion, data_point_update
 
 SUBJECTS_PER_PAGE = 50
 OPEN_QUERY_STATES = (Query.State.OPEN, Query.State.ANSWERED)
@@ -129,14 +129,17 @@ def data_point_history_view(request, pk: int):
             # The user may read this data point (else 404 above), so refusing the write leaks nothing.
             raise PermissionDenied("Your role does not allow data entry at this site.")
         form = DataPointChangeForm(request.POST)
-        if form.is_valid() and form.cleaned_data["version"] != data_point.version:
-            # A stale page must not overwrite a change the user has not seen (lost update).
-            form.add_error(None, f"Someone changed this value since you opened the page (now version "
-                                 f"{data_point.version}). Review the audit trail below and try again.")
-        elif form.is_valid():
+        if form.is_valid():
             try:
+                # A stale page must not overwrite a change the user has not seen (lost update): the
+                # service compares the version under the row lock.
                 updated = data_point_update(data_point=data_point, raw_value=form.cleaned_data["raw_value"],
-                                            actor=request.user, reason=form.cleaned_data["reason"])
+                                            actor=request.user, reason=form.cleaned_data["reason"],
+                                            expected_version=form.cleaned_data["version"])
+            except StaleVersion:
+                data_point.refresh_from_db()
+                form.add_error(None, f"Someone changed this value since you opened the page (now version "
+                                     f"{data_point.version}). Review the audit trail below and try again.")
             except ValidationError as error:
                 form.add_error("raw_value", error.messages)
             except ReasonRequired as error:

@@ -3,6 +3,7 @@ leases, redelivery and failure. The worker runs in a thread of this process, on 
 broker, or on Redis when REDIS_URL is set; transaction=True because it reads committed rows."""
 
 import os
+import time
 from datetime import timedelta
 
 import pytest
@@ -12,7 +13,7 @@ from agents.models import AgentRun, AgentStep, Status
 from agents.orchestrator import WORKFLOWS, workflow_start
 from agents.registry import Agent, register, unregister
 from agents.services import step_claim
-from agents.tasks import run_step
+from agents.tasks import StepNotRunnable, run_step
 from agents.worker import run_wait
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -108,15 +109,39 @@ def test_a_step_whose_lease_expired_is_claimed_again_and_completes(worker):
     assert (step.run.status, step.run.steps_done) == (Status.SUCCEEDED, 1)
 
 
-def test_a_step_held_by_a_live_lease_is_left_alone(worker):
+def test_a_redelivered_step_under_a_live_lease_waits_for_it_and_does_not_run_it_again(worker):
     lease = timezone.now() + timedelta(minutes=5)
     step = _lone_step(status=Status.RUNNING, attempts=1, claimed_by="busy-worker:1", lease_expires_at=lease)
+
+    result = run_step.delay(step.pk)
+    time.sleep(1)
+    assert not result.ready()  # the canvas must not move on while the step is still running
+    # The first worker finishes the step.
+    AgentStep.objects.filter(pk=step.pk).update(status=Status.SUCCEEDED, output={"by": "busy-worker:1"},
+                                                lease_expires_at=None)
+    result.get(timeout=TASK_TIMEOUT)
+
+    step.refresh_from_db()
+    assert (step.status, step.attempts, step.output) == (Status.SUCCEEDED, 1, {"by": "busy-worker:1"})
+
+
+def test_a_step_whose_worker_died_is_re_claimed_when_its_lease_runs_out(worker):
+    lease = timezone.now() + timedelta(seconds=1)
+    step = _lone_step(status=Status.RUNNING, attempts=1, claimed_by="dead-worker:1", lease_expires_at=lease)
 
     run_step.delay(step.pk).get(timeout=TASK_TIMEOUT)
 
     step.refresh_from_db()
-    assert (step.status, step.attempts, step.claimed_by) == (Status.RUNNING, 1, "busy-worker:1")
-    assert step.lease_expires_at == lease and step.output == {}
+    assert (step.status, step.attempts) == (Status.SUCCEEDED, 2)
+    assert step.claimed_by != "dead-worker:1" and step.output["pong"] is True
+
+
+def test_a_redelivered_failed_step_stops_the_canvas_again(worker):
+    step = _lone_step(status=Status.FAILED, attempts=1, claimed_by="w:1")
+    with pytest.raises(StepNotRunnable):
+        run_step.delay(step.pk).get(timeout=TASK_TIMEOUT)
+    step.refresh_from_db()
+    assert (step.status, step.attempts) == (Status.FAILED, 1)
 
 
 def test_a_second_claim_on_a_pending_step_gets_nothing():

@@ -113,3 +113,8 @@ def test_the_openapi_schema_and_docs_are_served_without_a_cdn(db, client):
     html = docs.content.decode()
     assert "swagger-ui" in html
     assert "cdn.jsdelivr" not in html and "unpkg" not in html
+
+
+def test_the_schema_and_docs_need_an_account(db, client):
+    assert client.get("/api/schema/").status_code in (401, 403)
+    assert client.get("/api/docs/").status_code in (401, 403)

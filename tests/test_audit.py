@@ -346,3 +346,23 @@ def test_a_user_name_with_spaces_gets_a_token_and_an_audit_row(db):
                                 format="json")
     assert response.status_code == 200  # the serializer trims the name, as the login form does
     assert LogEntry.objects.filter(additional_data__event="login_api_token").count() == 1
+
+
+def test_a_grant_made_outside_a_request_names_its_actor(db):
+    study = StudyFactory()
+    admin_user = UserFactory(username="study_admin")
+    membership = membership_grant(user=UserFactory(username="new_dm"), study=study, role=Role.DATA_MANAGER,
+                                  actor=admin_user)
+    assert LogEntry.objects.get_for_object(membership).get().actor == admin_user
+
+
+def test_a_change_based_on_a_stale_version_is_refused_with_409(data_point, site_user):
+    client = api(site_user)
+    url = f"/api/v1/data-points/{data_point.pk}/"
+    first = client.patch(url, {"raw_value": "130", "reason": "Corrected", "version": 1}, format="json")
+    assert first.status_code == 200 and first.json()["version"] == 2
+    stale = client.patch(url, {"raw_value": "140", "reason": "Also corrected", "version": 1}, format="json")
+    assert stale.status_code == 409
+    assert stale.json()["extra"] == {"current_version": 2}
+    data_point.refresh_from_db()
+    assert (data_point.raw_value, data_point.version, data_point.history.count()) == ("130", 2, 2)

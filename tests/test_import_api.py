@@ -21,7 +21,8 @@ ODM = b"""<?xml version="1.0" encoding="UTF-8"?>
       <Protocol><StudyEventRef StudyEventOID="SE.BL" OrderNumber="1" Mandatory="Yes"/></Protocol>
       <StudyEventDef OID="SE.BL" Name="Baseline" Repeating="No" Type="Scheduled">
         <FormRef FormOID="F.VS" Mandatory="Yes"/></StudyEventDef>
-      <FormDef OID="F.VS" Name="Vital signs" Repeating="No"><ItemGroupRef ItemGroupOID="IG.VS" Mandatory="Yes"/></FormDef>
+      <FormDef OID="F.VS" Name="Vital signs" Repeating="No">
+        <ItemGroupRef ItemGroupOID="IG.VS" Mandatory="Yes"/></FormDef>
       <ItemGroupDef OID="IG.VS" Name="Vitals" Repeating="No">
         <ItemRef ItemOID="I.SYSBP" Mandatory="Yes"/><ItemRef ItemOID="I.DIABP" Mandatory="No"/></ItemGroupDef>
       <ItemDef OID="I.SYSBP" Name="Systolic BP" DataType="integer"/>
@@ -161,3 +162,34 @@ def test_site_staff_get_403_on_the_import_page_and_no_upload_form(study, client)
     client.force_login(user)
     assert client.get(f"/studies/{study.pk}/imports/").status_code == 403
     assert "Imports" not in client.get(f"/studies/{study.pk}/").content.decode()
+
+
+@pytest.mark.django_db
+def test_an_import_whose_worker_died_is_marked_failed(study, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from studies.ingest.tasks import imports_fail_stale
+
+    old = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+    dead = Import.objects.create(study=study, source=Import.Source.ODM, status=Import.Status.RUNNING, started_at=old)
+    alive = Import.objects.create(study=study, source=Import.Source.ODM, status=Import.Status.RUNNING,
+                                  started_at=timezone.now())
+    assert imports_fail_stale() == 1
+    dead.refresh_from_db()
+    alive.refresh_from_db()
+    assert dead.status == Import.Status.FAILED and "stopped before it finished" in dead.errors[0]["message"]
+    assert alive.status == Import.Status.RUNNING
+
+
+@pytest.mark.django_db
+def test_an_upload_whose_stored_file_is_gone_fails_instead_of_hanging(study):
+    from studies.ingest.tasks import import_run_file
+
+    record = Import.objects.create(study=study, source=Import.Source.ODM, counts={"stored_as": "missing.upload"})
+    with pytest.raises(FileNotFoundError):
+        import_run_file.run(record.pk)  # the task's body, as a worker runs it
+    record.refresh_from_db()
+    assert record.status == Import.Status.FAILED
+    assert record.counts.get("stored_as") == "missing.upload"

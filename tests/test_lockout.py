@@ -21,8 +21,21 @@ def test_the_right_password_is_refused_after_too_many_failures(client, user):
     for _ in range(3):
         assert not client.login(username="site_user", password="wrong")
     assert not client.login(username="site_user", password="pw-for-tests")
-    assert LogEntry.objects.filter(additional_data__event="login_failed").count() == 4
+    assert LogEntry.objects.filter(additional_data__event="login_failed").count() == 3
+    assert LogEntry.objects.filter(additional_data__event="login_locked").count() == 1
     assert not LogEntry.objects.filter(additional_data__event="login").exists()
+
+
+def test_attempts_refused_by_the_lock_do_not_extend_it(client, user):
+    for _ in range(3):
+        client.login(username="site_user", password="wrong")
+    failures = LogEntry.objects.filter(additional_data__event="login_failed")
+    failures.update(timestamp=timezone.now() - timedelta(minutes=10))
+    for _ in range(5):  # someone keeps trying while it is locked
+        assert not client.login(username="site_user", password="wrong")
+    # Only the three real failures count, and they age out of the window as usual.
+    failures.update(timestamp=timezone.now() - timedelta(minutes=16))
+    assert client.login(username="site_user", password="pw-for-tests")
 
 
 def test_the_lock_also_holds_for_api_tokens(user):

@@ -138,6 +138,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Clinical-trial data operations: studies, EDC data, queries, deviations.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -252,4 +253,5 @@ EDC_WEBHOOK_MAX_AGE_SECONDS = env_int("EDC_WEBHOOK_MAX_AGE_SECONDS", 300, minimu
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
     "edc-sync-due": {"task": "studies.edc_sync_due", "schedule": EDC_SYNC_CHECK_SECONDS},
+    "imports-fail-stale": {"task": "studies.imports_fail_stale", "schedule": 15 * 60},
 }

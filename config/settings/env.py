@@ -10,12 +10,13 @@ from django.core.exceptions import ImproperlyConfigured
 env = environ.Env()
 
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
 
 
 def env_bool(name: str, default: bool) -> bool:
     raw = env.str(name, default=None)
-    if raw is None:
+    # An empty value means "not set": it must not silently turn a security default off.
+    if raw is None or raw.strip() == "":
         return default
     value = raw.strip().lower()
     if value in _TRUE:

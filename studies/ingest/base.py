@@ -122,7 +122,9 @@ def import_execute(*, record: Import, actor, load: Callable[[ImportRun], None]) 
     record.refresh_from_db()
     record.status = Import.Status.FAILED if error else Import.Status.SUCCEEDED
     record.errors = ([error] if error else []) + run.warnings
-    record.counts = dict(run.counts) if not error else {}
+    # Where an upload is stored stays on record whatever happens (evidence, re-processing).
+    kept = {key: value for key, value in record.counts.items() if key == "stored_as"}
+    record.counts = {**kept, **(dict(run.counts) if not error else {})}
     record.progress = 100 if not error else record.progress
     record.finished_at = timezone.now()
     if run.study is not None and not error:
