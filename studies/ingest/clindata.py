@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 from django.db import models
 
 from deviations.models import Deviation
@@ -82,11 +83,27 @@ LOG_FORMS = {
 }
 
 
-def read_tables(directory: Path) -> dict[str, pd.DataFrame]:
+# rawplus_lb is the one big table (1.1 M rows). The load reads only these of its columns, the
+# repeated strings as categoricals (a few dozen values each) and the dates as datetime64: some
+# 40 MB in memory instead of 400 MB of Python strings and dates.
+LAB_COLUMNS = ("subjid", "visnam", "lb_dt", "battrnam", "lbtstnam", "siresn", "sinrlo", "sinrhi", "toxgrg_nsv",
+               "alertsimplified")
+
+
+def read_tables(directory: Path, *, all_columns: bool = False) -> dict[str, pd.DataFrame]:
+    """The clindata tables; with `all_columns` every column of rawplus_lb as stored (for a subset
+    written back to parquet), else only those the load reads."""
     missing = [name for name in TABLES if not (directory / f"{name}.parquet").is_file()]
     if missing:
         raise ImportFailed(f"Missing clindata table(s): {', '.join(missing)}", where=str(directory))
-    return {name: pd.read_parquet(directory / f"{name}.parquet") for name in TABLES}
+    tables = {name: pd.read_parquet(directory / f"{name}.parquet") for name in TABLES if name != "rawplus_lb"}
+    if all_columns:
+        tables["rawplus_lb"] = pd.read_parquet(directory / "rawplus_lb.parquet")
+    else:
+        lab = pq.read_table(directory / "rawplus_lb.parquet", columns=list(LAB_COLUMNS),
+                            read_dictionary=[c for c in LAB_COLUMNS if c not in ("lb_dt", "siresn")])
+        tables["rawplus_lb"] = lab.to_pandas(date_as_object=False)
+    return {name: tables[name] for name in TABLES}
 
 
 def restrict_to_subjects(tables: dict[str, pd.DataFrame], subjids: set[str]) -> dict[str, pd.DataFrame]:
@@ -332,30 +349,42 @@ def _lab_frame(run: ImportRun, lb: pd.DataFrame, subjects: dict, visits: pd.Data
                item_ids: dict) -> pd.DataFrame:
     """Lab results. A result belongs to the subject's scheduled visit of the same date; one with no
     visit that day gets a lab-only visit (definition from its visit name, repeat key the date)."""
+    day = pd.to_datetime(lb["lb_dt"], errors="coerce").dt.normalize().astype("datetime64[ns]")
     lab = pd.DataFrame({
-        "subject_id": lb["subjid"].map(subjects).astype("int64"),
-        "visnam": lb["visnam"].astype(str),
-        "date": _dates(lb["lb_dt"]),
-        "item_id": ("LB." + lb["lbtstnam"].map(_oid)).map(item_ids).astype("int64"),
-        "raw_value": lb["siresn"].map(lambda v: "" if pd.isna(v) else format(v, "g")),
-        "normal_low": pd.to_numeric(lb["sinrlo"], errors="coerce"),
-        "normal_high": pd.to_numeric(lb["sinrhi"], errors="coerce"),
-        "toxicity_grade": pd.to_numeric(lb["toxgrg_nsv"], errors="coerce").astype("Int64"),
-        "abnormal_flag": _text(lb["alertsimplified"]).str.slice(0, 8),
-    })
-    lab["collected_at"] = pd.to_datetime(lab["date"].astype("string"), utc=True, errors="coerce")
-    scheduled = (visits[~visits["log"] & visits["actual_date"].notna()]
-                 .drop_duplicates(["subject_id", "actual_date"]).set_index(["subject_id", "actual_date"])["visit_id"])
-    lab["visit_id"] = pd.MultiIndex.from_frame(lab[["subject_id", "date"]]).map(scheduled)
+        "subject_id": _by_value(lb["subjid"], lambda s: s.map(subjects)).astype("int64"),
+        "visnam": lb["visnam"],
+        "day": day,
+        "item_id": _by_value(lb["lbtstnam"], lambda s: ("LB." + s.map(_oid, na_action="ignore")).map(item_ids))
+        .astype("int64"),
+        "raw_value": _by_value(lb["siresn"], lambda s: s.map(lambda v: "" if pd.isna(v) else format(v, "g"))),
+        "normal_low": _by_value(lb["sinrlo"], partial(pd.to_numeric, errors="coerce")).astype("float64"),
+        "normal_high": _by_value(lb["sinrhi"], partial(pd.to_numeric, errors="coerce")).astype("float64"),
+        "toxicity_grade": _by_value(lb["toxgrg_nsv"], lambda s: pd.to_numeric(s, errors="coerce").astype("Int64")),
+        "abnormal_flag": _by_value(lb["alertsimplified"], lambda s: _text(s).str.slice(0, 8)),
+    }, index=lb.index)
+    lab["collected_at"] = day.dt.tz_localize("UTC")
+    scheduled = visits[~visits["log"] & visits["actual_date"].notna()].drop_duplicates(["subject_id", "actual_date"])
+    lab = lab.merge(pd.DataFrame({"subject_id": scheduled["subject_id"].astype("int64"),
+                                  "day": pd.to_datetime(scheduled["actual_date"]).astype("datetime64[ns]"),
+                                  "visit_id": scheduled["visit_id"]}), on=["subject_id", "day"], how="left")
     orphans = lab[lab["visit_id"].isna()]
     if not orphans.empty:
+        orphans = orphans.assign(visnam=orphans["visnam"].astype(str), date=orphans["day"].dt.date)
         lab.loc[orphans.index, "visit_id"] = _lab_only_visits(run, orphans)
     lab["visit_id"] = lab["visit_id"].astype("int64")
     lab["form_id"] = form_id
-    lab = lab.sort_values(["subject_id", "visit_id", "item_id", "date"], kind="stable")
+    lab = lab.sort_values(["subject_id", "visit_id", "item_id", "day"], kind="stable")
     lab["repeat_key"] = (lab.groupby(["subject_id", "visit_id", "item_id"]).cumcount() + 1).astype(str)
     run.counts["lab_results"] = len(lab)
-    return lab.drop(columns=["visnam", "date"])
+    return lab.drop(columns=["visnam", "day"])
+
+
+def _by_value(series: pd.Series, convert) -> pd.Series:
+    """`convert` applied to each distinct value once, not to every row: the lab columns repeat a
+    few dozen values over a million rows. Missing values are converted too (the last entry)."""
+    values = series.astype("category").cat
+    converted = convert(pd.Series([*values.categories, None], dtype=object))
+    return converted.take(values.codes.to_numpy()).set_axis(series.index)
 
 
 def _lab_only_visits(run: ImportRun, orphans: pd.DataFrame) -> pd.Series:
@@ -448,7 +477,7 @@ def clindata_demo_subset(*, source: Path, out: Path, sites: int = 10, subjects_p
     """Write a small, reproducible cut of clindata to `out` (parquet, same tables and columns):
     the `sites` sites with most subjects (ties by number), their first `subjects_per_site`
     subjects by id, and their screen failures. Returns rows per table."""
-    tables = read_tables(Path(source))
+    tables = read_tables(Path(source), all_columns=True)
     dm = tables["rawplus_dm"]
     counts = dm.groupby("siteid").size().reset_index(name="n")
     counts["num"] = counts["siteid"].astype(int)

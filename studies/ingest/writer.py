@@ -58,6 +58,7 @@ def _key(point: DataPoint) -> tuple:
 _KEY = ("subject_id", "visit_id", "form_id", "item_id", "repeat_key")
 # The columns a new data point is written with (COPY path); the rest take their model defaults.
 _NEW_COLUMNS = ("study_id", *_KEY, "raw_value", "value_number", "value_date", *_EXTRA)
+_TEXT = ("entered_by", "units", "abnormal_flag")  # blank, never null
 _NUMERIC_TYPES = {ItemDefinition.DataType.INTEGER, ItemDefinition.DataType.FLOAT}
 _DATE_TYPES = {ItemDefinition.DataType.DATE, ItemDefinition.DataType.DATETIME}
 
@@ -131,17 +132,40 @@ class DataPointWriter:
         if self.run.study is None:
             raise ImportFailed("Data points need a study; the import has none.")
         frame = frame.drop_duplicates(list(_KEY), keep="last").sort_values("subject_id", kind="stable")
+        # Chunks hold disjoint keys (whole subjects), so if the study has no value of these items
+        # yet, no chunk can find a stored one, not even one an earlier chunk wrote: skip the lookups.
+        anything_stored = DataPoint.objects.filter(
+            study_id=self.run.study.pk, item_id__in=[int(i) for i in frame["item_id"].unique()]).exists()
         subjects = frame["subject_id"].to_numpy()
         start = 0
         while start < len(frame):
             stop = min(start + chunk_rows, len(frame))
             while stop < len(frame) and subjects[stop] == subjects[stop - 1]:
                 stop += 1
-            self._write_frame(frame.iloc[start:stop])
+            self._write_frame(frame.iloc[start:stop], lookup=anything_stored)
             start = stop
 
-    def _write_frame(self, chunk: pd.DataFrame) -> None:
+    def _write_frame(self, chunk: pd.DataFrame, *, lookup: bool = True) -> None:
         chunk = chunk.reset_index(drop=True)
+        if self.run.record.full_snapshot:
+            self._seen_keys.update(chunk[list(_KEY)].itertuples(index=False, name=None))
+        if lookup:
+            chunk = self._write_stored(chunk)
+        if chunk.empty:
+            return
+        new = self.new_rows_frame(chunk)
+        if self.use_copy:
+            audited_copy_create(DataPoint, list(_NEW_COLUMNS), new, actor=self.run.actor, reason=self.run.reason)
+        else:
+            new["value_date"] = new["value_date"].dt.date
+            columns = [new[name].astype(object).where(new[name].notna(), None).tolist() for name in _NEW_COLUMNS]
+            points = [DataPoint(**dict(zip(_NEW_COLUMNS, row, strict=True))) for row in zip(*columns, strict=True)]
+            audited_bulk_create(points, actor=self.run.actor, reason=self.run.reason, batch_size=2000)
+        self.run.counts["data_points_created"] += len(new)
+
+    def _write_stored(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        """Compare the chunk with the stored values of its subjects and items; count the unchanged,
+        update the changed (per-value path) and return the rows not stored yet."""
         compared = [name for name in _COMPARED if name in chunk.columns]
         stored = pd.DataFrame.from_records(
             DataPoint.objects.filter(
@@ -151,55 +175,52 @@ class DataPointWriter:
             ).values_list(*_KEY, "missing_in_source", *compared),
             columns=[*_KEY, "missing_in_source", *[f"stored_{name}" for name in compared]],
         )
-        if self.run.record.full_snapshot:
-            self._seen_keys.update(chunk[list(_KEY)].itertuples(index=False, name=None))
-        if not stored.empty:
-            merged = chunk.merge(stored, on=list(_KEY), how="left", indicator=True)
-            is_stored = (merged["_merge"] == "both").to_numpy()
-            differs = merged["missing_in_source"].fillna(False).astype(bool).to_numpy().copy()
-            for name in compared:
-                differs |= ~_same(merged[name], merged[f"stored_{name}"]).to_numpy()
-            self.run.counts["data_points_unchanged"] += int((is_stored & ~differs).sum())
-            items = ItemDefinition.objects.in_bulk(chunk["item_id"].unique().tolist())
-            for row in chunk[is_stored & differs].to_dict("records"):
-                self.add(self._incoming(row, items))
-            self.flush()
-            chunk = chunk[~is_stored]
-        if chunk.empty:
-            return
+        if stored.empty:
+            return chunk
+        merged = chunk.merge(stored, on=list(_KEY), how="left", indicator=True)
+        is_stored = (merged["_merge"] == "both").to_numpy()
+        differs = merged["missing_in_source"].fillna(False).astype(bool).to_numpy().copy()
+        for name in compared:
+            differs |= ~_same(merged[name], merged[f"stored_{name}"]).to_numpy()
+        self.run.counts["data_points_unchanged"] += int((is_stored & ~differs).sum())
+        items = ItemDefinition.objects.in_bulk(chunk["item_id"].unique().tolist())
+        for row in chunk[is_stored & differs].to_dict("records"):
+            self.add(self._incoming(row, items))
+        self.flush()
+        return chunk[~is_stored]
+
+    def new_rows_frame(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        """The chunk as new data point rows: exactly the `_NEW_COLUMNS`, typed, text never null."""
         new = self._typed_frame(chunk)
-        new.insert(0, "study_id", self.run.study.pk)
+        new["study_id"] = self.run.study.pk
         for name in _EXTRA:
             if name not in new.columns:
-                new[name] = "" if name in ("entered_by", "units", "abnormal_flag") else None
-        columns = [new[name].astype(object).where(new[name].notna(), None).tolist() for name in _NEW_COLUMNS]
-        rows = list(zip(*columns, strict=False))
-        if not self.use_copy:
-            rows = [DataPoint(**dict(zip(_NEW_COLUMNS, row, strict=False))) for row in rows]
-        self._create(rows)
-        self.run.counts["data_points_created"] += len(rows)
+                new[name] = "" if name in _TEXT else None
+            elif name in _TEXT:
+                new[name] = new[name].fillna("")
+        return new[list(_NEW_COLUMNS)]
 
     def _typed_frame(self, chunk: pd.DataFrame) -> pd.DataFrame:
-        """value_number and value_date from raw_value by each item's data type, vectorised."""
+        """value_number and value_date (datetime64, midnight) from raw_value by each item's data
+        type, vectorised."""
         types = dict(ItemDefinition.objects.filter(pk__in=chunk["item_id"].unique().tolist())
                      .values_list("pk", "data_type"))
         data_type = chunk["item_id"].map(types)
-        raw = chunk["raw_value"].fillna("").astype(str).str.strip()
-        numeric = data_type.isin(_NUMERIC_TYPES) & (raw != "")
-        dated = data_type.isin(_DATE_TYPES) & (raw != "")
-        number = pd.to_numeric(raw.where(numeric), errors="coerce")
-        day = pd.to_datetime(raw.where(dated), errors="coerce", format="ISO8601")
+        raw = chunk["raw_value"].fillna("").astype(str)
+        stripped = raw.str.strip()
+        numeric = data_type.isin(_NUMERIC_TYPES) & (stripped != "")
+        dated = data_type.isin(_DATE_TYPES) & (stripped != "")
+        number = pd.to_numeric(stripped.where(numeric), errors="coerce")
+        day = pd.to_datetime(stripped.where(dated), errors="coerce", format="ISO8601")
+        if getattr(day.dt, "tz", None) is not None:
+            day = day.dt.tz_localize(None)  # the date as written, not as in UTC
         bad = (numeric & number.isna()) | (dated & day.isna())
         for _, row in chunk[bad].head(20).iterrows():
             self.run.warn(f"{row['raw_value']!r} does not fit item {row['item_id']} ({types[row['item_id']]})",
                           where=f"item {row['item_id']}")
         if bad.sum() > 20:
             self.run.counts["warnings"] += int(bad.sum()) - 20
-        out = chunk.copy()
-        out["raw_value"] = chunk["raw_value"].fillna("").astype(str)
-        out["value_number"] = number
-        out["value_date"] = day.dt.date.where(day.notna(), None)
-        return out
+        return chunk.assign(raw_value=raw, value_number=number, value_date=day.dt.normalize())
 
     def _incoming(self, row: dict, items: dict) -> IncomingValue:
         extra = {name: (None if pd.isna(row[name]) else row[name]) for name in _EXTRA if name in row}
