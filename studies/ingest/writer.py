@@ -94,12 +94,14 @@ class DataPointWriter:
         if not self._buffer:
             return
         batch, self._buffer = self._buffer, {}
+        # Locked (in a stable order, against deadlocks) until the import commits: a site's edit made
+        # meanwhile waits instead of being overwritten by a value compared with a stale version.
         existing = {
             _key(point): point
-            for point in DataPoint.objects.filter(
+            for point in DataPoint.objects.select_for_update().filter(
                 subject_id__in={v.subject_id for v in batch.values()},
                 item_id__in={v.item.pk for v in batch.values()},
-            )
+            ).order_by("pk")
         }
         new, changed, unchanged = [], [], 0
         for key, value in batch.items():
