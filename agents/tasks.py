@@ -9,15 +9,20 @@ stage starts as soon as this task returns: done -> return (the chain goes on); h
 (a redelivery while its first worker still runs it, or that worker died) -> retry shortly, so the
 chain waits until the step is done or its lease runs out and it can be re-claimed; failed or
 cancelled -> raise, so the chain stops as it did the first time.
+
+A transient error with retries left (the step's policy, from its definition) re-sends the same
+task after a jittered backoff: a retry keeps its place in the chain or chord. Time limits come
+from the definition too, set on the signature by the orchestrator.
 """
 
 import os
+import time
 
 from celery import shared_task
 from django.utils import timezone
 
 from agents.models import AgentStep, Status
-from agents.services import step_execute
+from agents.services import StepRetryLater, step_execute
 
 # How often a waiting redelivery looks again at a step held by another worker's live lease.
 LEASE_POLL_SECONDS = 2
@@ -32,8 +37,12 @@ class StepNotRunnable(RuntimeError):
 def run_step(self, step_id: int) -> None:
     # The claim records which worker took the step: hostname from Celery, pid for threads/processes.
     worker = f"{self.request.hostname or 'local'}:{os.getpid()}"
-    if step_execute(step_id=step_id, worker=worker) is not None:
-        return
+    try:
+        if step_execute(step_id=step_id, worker=worker, retries_done=self.request.retries) is not None:
+            return
+    except StepRetryLater as later:
+        # The step's policy caps the retries (step_execute decides); Celery's own cap is off.
+        raise self.retry(countdown=later.countdown, max_retries=None) from None
     step = AgentStep.objects.filter(pk=step_id).only("status", "lease_expires_at", "key").first()
     if step is None or step.status == Status.SUCCEEDED:
         return
@@ -41,3 +50,17 @@ def run_step(self, step_id: int) -> None:
         remaining = (step.lease_expires_at - timezone.now()).total_seconds() if step.lease_expires_at else 0
         raise self.retry(countdown=max(0.1, min(LEASE_POLL_SECONDS, remaining)), max_retries=None)
     raise StepNotRunnable(f"step {step.key} is {step.status}; the run does not go on past it")
+
+
+@shared_task(name="agents.noop", ignore_result=False)
+def noop() -> float:
+    """Nothing, for bench_orchestrator's bare Celery chain; returns when it ran (epoch seconds)."""
+    return time.time()
+
+
+@shared_task(name="agents.workflow_start_scheduled")
+def workflow_start_scheduled(name: str) -> None:
+    """Celery beat's entry for a definition's `schedule` trigger (config/celery_app.py)."""
+    from agents.orchestrator import workflow_trigger  # the orchestrator imports this module
+
+    workflow_trigger(name=name, trigger="schedule")

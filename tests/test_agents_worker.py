@@ -10,9 +10,9 @@ import pytest
 from django.utils import timezone
 
 from agents.models import AgentRun, AgentStep, Status
-from agents.orchestrator import WORKFLOWS, workflow_start
+from agents.orchestrator import workflow_start
 from agents.registry import Agent, register, unregister
-from agents.services import step_claim
+from agents.services import step_claim, workflow_definition_save
 from agents.tasks import StepNotRunnable, run_step
 from agents.worker import run_wait
 
@@ -29,14 +29,21 @@ class FailingAgent(Agent):
         raise RuntimeError("the outside service said no")
 
 
+FAILING_WORKFLOW = """
+name: test_failing
+version: 1
+steps:
+  - {key: start, agent: ping}
+  - {key: ping_a, agent: ping, after: [start]}
+  - {key: boom, agent: test_failing, after: [start]}
+  - {key: finish, agent: ping, after: [ping_a, boom]}
+"""
+
+
 @pytest.fixture
-def failing_workflow(monkeypatch):
+def failing_workflow():
     register(FailingAgent)
-    monkeypatch.setitem(
-        WORKFLOWS,
-        "test_failing",
-        [("start", "ping"), [("ping_a", "ping"), ("boom", "test_failing")], ("finish", "ping")],
-    )
+    workflow_definition_save(source=FAILING_WORKFLOW)
     yield "test_failing"
     unregister(FailingAgent.name)
 

@@ -255,3 +255,27 @@ CELERY_BEAT_SCHEDULE = {
     "edc-sync-due": {"task": "studies.edc_sync_due", "schedule": EDC_SYNC_CHECK_SECONDS},
     "imports-fail-stale": {"task": "studies.imports_fail_stale", "schedule": 15 * 60},
 }
+
+# --- LLM service (agents.llm) -------------------------------------------------------------------
+# No key (neither variable set): every call is answered by the offline provider. The key is read
+# from OPENAI_API_KEY or, at use, from the secret file OPENAI_API_KEY_FILE names; it is never logged
+# ("KEY" in the setting names keeps it out of Django's debug pages).
+OPENAI_API_KEY = env_str("OPENAI_API_KEY", "") or ""
+OPENAI_API_KEY_FILE = env_str("OPENAI_API_KEY_FILE", "") or ""
+LLM_MODEL = env_str("LLM_MODEL", "gpt-4o-mini")
+# Unset: api.openai.com. Set it for Azure OpenAI or any OpenAI-compatible server (vLLM, Ollama, ...).
+LLM_BASE_URL = env_url("LLM_BASE_URL", ("http", "https"))
+LLM_TIMEOUT_SECONDS = env_int("LLM_TIMEOUT_SECONDS", 30, minimum=1)
+LLM_MAX_ATTEMPTS = env_int("LLM_MAX_ATTEMPTS", 3, minimum=1)
+# Per study and calendar month (UTC); once spent, calls of that study go to the offline provider.
+LLM_MONTHLY_BUDGET_USD = env_int("LLM_MONTHLY_BUDGET_USD", 50, minimum=0)
+# Exponential backoff with full jitter between attempts: random(0, min(max, base * 2**n)) seconds.
+LLM_RETRY_BASE_SECONDS = 1.0
+LLM_RETRY_MAX_SECONDS = 20.0
+# USD per 1,000 tokens, from the vendor's price list; a model missing here costs 0 (and is logged).
+LLM_PRICES = {
+    "gpt-4o-mini": {"in": "0.00015", "out": "0.0006"},
+    "gpt-4o": {"in": "0.0025", "out": "0.01"},
+    "gpt-4.1-mini": {"in": "0.0004", "out": "0.0016"},
+    "gpt-4.1": {"in": "0.002", "out": "0.008"},
+}

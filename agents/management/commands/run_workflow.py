@@ -1,15 +1,19 @@
-"""Start a workflow and wait for it: `python manage.py run_workflow ping [--study ID] [--timeout S]`.
+"""Start a workflow and wait for it: `python manage.py run_workflow NAME [--study ID]`.
 
-Works without any service (the `make demo` case): with no worker reachable it starts one in this
-process for the duration of the run (agents.worker.worker_available).
+`--workflow-version N` picks an older version (default: the newest). Syncs the built-in
+definitions (agents/workflows/*.yaml) first. Works without any service (the
+`make demo` case): with no worker reachable it starts one in this process for the duration of the
+run (agents.worker.worker_available). Exits non-zero when the run failed or timed out.
 """
 
 from django.core.management.base import BaseCommand, CommandError
 
-from agents.models import AgentRun, Status
-from agents.orchestrator import WorkflowNotFound, workflow_definition, workflow_start
-from agents.worker import run_wait, worker_available
-from config.celery_app import app
+from agents.models import AgentRun
+from agents.orchestrator import WorkflowCannotStart, WorkflowNotFound, workflow_definition, workflow_start
+from agents.services import WorkflowRunOverlap, workflows_sync
+from agents.workflow_spec import WorkflowSpecError
+
+from ._run_progress import run_to_the_end
 
 
 class Command(BaseCommand):
@@ -18,26 +22,22 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("name", help="workflow name, e.g. ping")
         parser.add_argument("--study", type=int, default=None, help="study id the run is about")
+        parser.add_argument("--workflow-version", dest="workflow_version", type=int, help="default: newest")
         parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
 
-    def handle(self, *args, name: str, study: int | None, timeout: float, **options):
+    def handle(self, *args, name: str, study: int | None, workflow_version: int | None, timeout: float, **options):
         try:
+            workflows_sync()
             workflow_definition(name)  # fail before starting a worker for nothing
-        except WorkflowNotFound as exc:
+        except (WorkflowNotFound, WorkflowSpecError) as exc:
             raise CommandError(str(exc))
-        with worker_available(app) as workers:
-            self.stdout.write(f"workers: {', '.join(workers)}")
-            run = workflow_start(name=name, study_id=study, trigger=AgentRun.Trigger.MANUAL)
-            self.stdout.write(f"run {run.pk}: {name} started ({run.steps_total} steps)")
-            run = run_wait(run_id=run.pk, timeout=timeout, on_progress=self._progress)
-        summary = f"run {run.pk}: {run.workflow} {run.status}, {run.steps_done}/{run.steps_total} steps"
-        if run.status == Status.SUCCEEDED:
-            duration = (run.finished_at - run.created_at).total_seconds()
-            self.stdout.write(self.style.SUCCESS(f"{summary} in {duration:.1f}s"))
-            return
-        if not run.is_finished:
-            raise CommandError(f"{summary}: timed out after {timeout:g}s")
-        raise CommandError(f"{summary}\n{run.error}")
 
-    def _progress(self, run: AgentRun) -> None:
-        self.stdout.write(f"  {run.status}: {run.steps_done}/{run.steps_total} steps done")
+        def start() -> AgentRun:
+            try:
+                return workflow_start(
+                    name=name, study_id=study, version=workflow_version, trigger=AgentRun.Trigger.MANUAL
+                )
+            except (WorkflowRunOverlap, WorkflowCannotStart) as exc:
+                raise CommandError(str(exc))
+
+        run_to_the_end(self, start, timeout=timeout)

@@ -1,0 +1,33 @@
+"""What run_workflow and run_agent share: start a worker if none answers, wait for the run with a
+progress bar, print a summary, and fail the command when the run failed or did not finish."""
+
+from collections.abc import Callable
+
+from django.core.management.base import BaseCommand, CommandError
+
+from agents.models import AgentRun, Status
+from agents.worker import run_wait, worker_available
+from config.celery_app import app
+
+BAR_WIDTH = 30
+
+
+def run_to_the_end(command: BaseCommand, start: Callable[[], AgentRun], *, timeout: float) -> AgentRun:
+    with worker_available(app) as workers:
+        command.stdout.write(f"workers: {', '.join(workers)}")
+        run = start()
+        command.stdout.write(f"run {run.pk}: {run.workflow} started ({run.steps_total} steps)")
+        run = run_wait(run_id=run.pk, timeout=timeout, on_progress=lambda r: command.stdout.write(progress_bar(r)))
+    summary = f"run {run.pk}: {run.workflow} {run.status}, {run.steps_done}/{run.steps_total} steps"
+    if run.status == Status.SUCCEEDED:
+        duration = (run.finished_at - run.created_at).total_seconds()
+        command.stdout.write(command.style.SUCCESS(f"{summary} in {duration:.1f}s"))
+        return run
+    if not run.is_finished:
+        raise CommandError(f"{summary}: timed out after {timeout:g}s")
+    raise CommandError(f"{summary}\n{run.error}")
+
+
+def progress_bar(run: AgentRun) -> str:
+    filled = BAR_WIDTH * run.steps_done // run.steps_total if run.steps_total else BAR_WIDTH
+    return f"  [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {run.steps_done}/{run.steps_total} {run.status}"
