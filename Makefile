@@ -62,8 +62,8 @@ $(STAMP):
 
 demo: venv
 	$(DEMO_ENV) $(BIN)/python manage.py migrate --noinput
-	$(DEMO_ENV) $(BIN)/python manage.py seed_demo
 	$(DEMO_ENV) $(BIN)/python manage.py import_clindata data/demo/clindata
+	$(DEMO_ENV) $(BIN)/python manage.py seed_demo
 	$(DEMO_ENV) $(BIN)/python manage.py run_workflow ping
 	@echo
 	@echo "TrialOps demo: http://127.0.0.1:$(PORT)/   (admin: /admin/, API: /api/v1/, API docs: /api/docs/)"

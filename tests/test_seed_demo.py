@@ -147,3 +147,42 @@ def test_it_refuses_production_settings_unless_forced():
     with pytest.raises(CommandError):
         call_command("seed_demo", stdout=StringIO(), stderr=StringIO())
     assert not Study.objects.exists()
+
+
+@pytest.mark.django_db
+def test_demo_users_reach_the_realistic_clindata_study_when_it_is_loaded():
+    from pathlib import Path
+
+    from rest_framework.test import APIClient
+
+    from studies.ingest.clindata import clindata_import
+    from studies.models import Study
+
+    record = clindata_import(directory=Path(settings.BASE_DIR) / "data" / "demo" / "clindata", actor=None)
+    assert record.status == "succeeded", record.errors
+    call_command("seed_demo", stdout=StringIO(), stderr=StringIO())
+    study = Study.objects.get(protocol_id="AA-AA-000-0000")
+
+    def sites_seen(username):
+        client = APIClient()
+        client.force_authenticate(get_user_model().objects.get(username=username))
+        rows = client.get("/api/v1/subjects/", {"study": study.pk, "page_size": 500}).json()["results"]
+        return {row["site_number"] for row in rows}
+
+    everything = sites_seen("dm")
+    assert len(everything) == 10
+    first, second = sorted(everything, key=lambda number: (len(number), number))[:2]
+    assert sites_seen("site1") == sites_seen("pi1") == {first}
+    assert sites_seen("site2") == {second}
+    assert sites_seen("cra") == {first, second}
+    assert sites_seen("medmon") == sites_seen("auditor") == sites_seen("sponsor") == everything
+
+
+@pytest.mark.django_db
+def test_the_clindata_command_attributes_its_writes_to_the_import_account():
+    from studies.models import DataPoint
+
+    call_command("import_clindata", str(settings.BASE_DIR / "data" / "demo" / "clindata"), stdout=StringIO())
+    latest = DataPoint.history.order_by("-history_id").first()
+    assert latest.history_user is not None and latest.history_user.username == "system.import"
+    assert latest.history_change_reason.startswith("EDC sync ")

@@ -207,6 +207,10 @@ DEVIATIONS = [  # subject, visit, days after it, category, importance, status, s
 ]
 
 
+# The protocol number of the clindata study (data/demo/clindata, loaded by `make demo` first).
+CLINDATA_DEMO_PROTOCOL = "AA-AA-000-0000"
+
+
 class Command(BaseCommand):
     help = "Create (idempotently) a demo study with data, queries, deviations and one user per role."
 
@@ -223,10 +227,11 @@ class Command(BaseCommand):
                 main = _study(MAIN_STUDY, seed)
                 small = _study(SMALL_STUDY, seed)
                 _memberships(users, main, small)
+                realistic = _clindata_memberships(users)
                 _queries(main, seed, users)
                 _corrections(main, seed)  # after the queries: the site corrects once asked
                 _deviations(main, seed, users)
-        self._report(main, small)
+        self._report(main, small, *([realistic] if realistic else []))
 
     def _report(self, *studies):
         for study in studies:
@@ -290,6 +295,26 @@ def _memberships(users, main, small):
         cra_site_assign(cra=users["cra"], site=sites[number])
     _grant(users["sponsor"], small, Role.SPONSOR)
     _grant(users["dm"], small, Role.DATA_MANAGER)
+
+
+def _clindata_memberships(users) -> Study | None:
+    """The demo users' roles in the clindata subset `make demo` loads first (`import_clindata
+    data/demo/clindata`), so the demo also opens on a realistic study. Site roles go to its first
+    two sites by number, the CRA monitors both. Nothing happens when that study is not loaded."""
+    study = Study.objects.filter(protocol_id=CLINDATA_DEMO_PROTOCOL).first()
+    if study is None:
+        return None
+    sites = sorted(study.sites.all(), key=lambda site: (len(site.number), site.number))[:2]
+    if len(sites) < 2:
+        return study
+    for username, (_first, _last, role, site_number, _staff) in USERS.items():
+        site = None
+        if site_number is not None:
+            site = sites[0] if site_number == USERS["site1"][3] else sites[1]
+        _grant(users[username], study, role, site)
+    for site in sites:
+        cra_site_assign(cra=users["cra"], site=site)
+    return study
 
 
 # --- study metadata ----------------------------------------------------------------------------
