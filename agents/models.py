@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q, Value
 from django.db.models.functions import Coalesce
+from simple_history.models import HistoricalRecords
 
 
 class Status(models.TextChoices):
@@ -122,6 +123,10 @@ class AgentStep(models.Model):
             # One row per step of a run: the claim on this row is what makes a redelivered task a no-op.
             models.UniqueConstraint(fields=["run", "key"], name="agent_step_key_unique_in_run"),
         ]
+        indexes = [
+            # agents.health reads each agent's recent finished steps.
+            models.Index(fields=["agent", "finished_at"], name="agent_step_agent_finished"),
+        ]
 
     def __str__(self):
         return f"{self.run_id}/{self.key} ({self.status})"
@@ -206,3 +211,64 @@ class LlmCall(models.Model):
 
     def __str__(self):
         return f"{self.purpose} via {self.provider}/{self.model} #{self.pk}"
+
+
+# --- Per-study agent configuration, events between agents, worker heartbeats -----------------------
+
+
+class AgentConfig(models.Model):
+    """An agent's configuration for one study, validated against the agent's config_schema by
+    agents.services.agent_config_set, and whether the agent is enabled (or paused) there. No row
+    means: enabled, with an empty config. Audited (simple-history): who changed what, when."""
+
+    agent = models.CharField(max_length=64)
+    study_id = models.BigIntegerField()  # no foreign key: agents imports no domain app
+    config = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["agent", "study_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "study_id"], name="agent_config_one_per_study"),
+        ]
+
+    def __str__(self):
+        return f"{self.agent} on study {self.study_id} ({'enabled' if self.enabled else 'paused'})"
+
+
+class Event(models.Model):
+    """A typed fact one agent published for others (`discrepancies.found`, `risk.changed`, ...).
+    Its dispatch starts the workflows subscribed with `on_event: <type>`; processed_at, set by a
+    compare-and-set update, makes the dispatch happen once even if its task is delivered twice."""
+
+    type = models.CharField(max_length=64)
+    study_id = models.BigIntegerField(null=True, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    source_run = models.ForeignKey(AgentRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    source_step = models.ForeignKey(AgentStep, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    started_runs = models.JSONField(default=list, blank=True)  # ids of the runs its dispatch started
+    created_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["type", "created_at"], name="agent_event_type_created")]
+
+    def __str__(self):
+        return f"{self.type} #{self.pk}"
+
+
+class WorkerHeartbeat(models.Model):
+    """When each Celery worker was last seen alive (worker_ready, then a beat task every minute)."""
+
+    hostname = models.CharField(max_length=255, unique=True)
+    queues = models.JSONField(default=list, blank=True)
+    last_seen_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.hostname} @ {self.last_seen_at:%Y-%m-%d %H:%M:%S}"

@@ -35,6 +35,7 @@ from agents.registry import get_agent
 from agents.services import (
     RunNotInState,
     WorkflowRunOverlap,
+    agents_paused,
     run_create_active,
     run_reactivate,
     workflows_sync,
@@ -142,6 +143,13 @@ def _triggered_by(triggers: list, trigger: str, *, name: str | None, event_type:
 
 
 def _run_start(spec: dict, *, definition, study_id, trigger, actor) -> AgentRun:
+    # Paused agents are refused at start (not skipped mid-run): a run never ends half done because
+    # an agent was paused. Pausing takes effect for runs started afterwards.
+    paused = agents_paused(agents=[step["agent"] for step in spec["steps"]], study_id=study_id)
+    if paused:
+        raise WorkflowCannotStart(
+            f"agent {', '.join(paused)} is paused on study {study_id}; enable it to start {spec['name']}"
+        )
     run = run_create_active(
         workflow=spec["name"],
         definition=definition,
@@ -178,9 +186,12 @@ def _step_row(run: AgentRun, step: dict, *, stage: int, site_id: int | None) -> 
     if site_id is not None:
         step_input["site_id"] = site_id
         key = f"{key}{FAN_OUT_SEPARATOR}{site_id}"
-    policy = retry_policy(step)
-    if "time_limit" in step:
-        policy["time_limit"] = step["time_limit"]
+    # The definition's retries and time limit win over the agent's declared defaults.
+    policy = retry_policy(step) if "retries" in step else agent.retry_policy()
+    if step.get("time_limit") or agent.time_limit:
+        policy["time_limit"] = step.get("time_limit") or agent.time_limit
+        if "time_limit" not in step and agent.soft_time_limit:
+            policy["soft_time_limit"] = agent.soft_time_limit
     return AgentStep(
         run=run, key=key, agent=agent.name, agent_version=agent.version, stage=stage, policy=policy, input=step_input
     )
@@ -193,7 +204,8 @@ def _signature(step: AgentStep):
     if time_limit:
         # The soft limit raises SoftTimeLimitExceeded in the agent (recorded as the step's error)
         # a little before the hard limit kills it.
-        options.update(time_limit=time_limit, soft_time_limit=max(1, time_limit - max(1, time_limit // 10)))
+        soft = (step.policy or {}).get("soft_time_limit") or max(1, time_limit - max(1, time_limit // 10))
+        options.update(time_limit=time_limit, soft_time_limit=soft)
     return run_step.si(step.pk).set(**options)
 
 
@@ -274,6 +286,33 @@ def _compensation_steps_create(run: AgentRun) -> list[AgentStep]:
             )
     AgentStep.objects.bulk_create(rows)
     return list(run.steps.exclude(compensates=None).order_by("stage"))
+
+
+# --- Steps whose worker died ------------------------------------------------------------------------
+def steps_expired_resume() -> list[int]:
+    """Re-enqueue what is left of each run whose running step's lease expired (the worker died; its
+    message may stay unacknowledged on the broker for hours, and with it the rest of the canvas).
+    The expired steps go back to pending by compare-and-set, so two sweeps cannot both resume a
+    run; a late redelivery of the original message finds the steps done and does nothing.
+    Returns the ids of the runs resumed."""
+    now = timezone.now()
+    expired = AgentStep.objects.filter(status=Status.RUNNING, lease_expires_at__lt=now, run__status=Status.RUNNING)
+    resumed = []
+    kinds = {
+        (run_id, compensates_id is None) for run_id, compensates_id in expired.values_list("run_id", "compensates")
+    }
+    for run_id, forward in kinds:  # forward steps, or the compensation steps of a rollback
+        kind = {"run_id": run_id, "compensates__isnull": forward}
+        with transaction.atomic():
+            first_stage = min(expired.filter(**kind).values_list("stage", flat=True), default=None)
+            taken = expired.filter(**kind).update(status=Status.PENDING, claimed_by="", lease_expires_at=None)
+            if not taken:
+                continue  # another sweep took it
+            rest = AgentStep.objects.filter(**kind, stage__gte=first_stage).exclude(status=Status.SUCCEEDED)
+            transaction.on_commit(_canvas(rest.order_by("stage", "id")).apply_async)
+        logger.warning("agent_run_resumed_after_lease_expired", run_id=run_id, from_stage=first_stage)
+        resumed.append(run_id)
+    return resumed
 
 
 def _require_restartable(run: AgentRun, verb: str) -> None:

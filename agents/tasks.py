@@ -18,11 +18,15 @@ from the definition too, set on the signature by the orchestrator.
 import os
 import time
 
+import structlog
 from celery import shared_task
+from celery.signals import worker_ready
 from django.utils import timezone
 
 from agents.models import AgentStep, Status
 from agents.services import StepRetryLater, step_execute
+
+logger = structlog.get_logger(__name__)
 
 # How often a waiting redelivery looks again at a step held by another worker's live lease.
 LEASE_POLL_SECONDS = 2
@@ -64,3 +68,49 @@ def workflow_start_scheduled(name: str) -> None:
     from agents.orchestrator import workflow_trigger  # the orchestrator imports this module
 
     workflow_trigger(name=name, trigger="schedule")
+
+
+@shared_task(name="agents.steps_reclaim_expired")
+def steps_reclaim_expired() -> int:
+    """Celery beat's sweeper: re-enqueue the steps whose lease ran out while running (their worker
+    died, and the broker may hold its unacknowledged message for hours), so no run stays running
+    forever. Returns how many runs were resumed."""
+    from agents.orchestrator import steps_expired_resume  # the orchestrator imports this module
+
+    return len(steps_expired_resume())  # runs resumed
+
+
+@shared_task(name="agents.event_dispatch", acks_late=True, reject_on_worker_lost=True)
+def event_dispatch(event_id: int) -> None:
+    """Start the workflows subscribed to the event; a redelivery of a processed event does nothing."""
+    from agents.events import event_dispatch as dispatch
+
+    dispatch(event_id=event_id)
+
+
+# --- Worker heartbeats (agents.health) --------------------------------------------------------------
+HEARTBEAT_SECONDS = 60
+
+
+def heartbeat_record(*, hostname: str, queues: list[str]) -> None:
+    from agents.models import WorkerHeartbeat
+
+    WorkerHeartbeat.objects.update_or_create(
+        hostname=hostname[:255], defaults={"queues": queues, "last_seen_at": timezone.now()}
+    )
+
+
+def _heartbeat_safely(hostname: str, queues: list[str]) -> None:
+    try:
+        heartbeat_record(hostname=hostname, queues=queues)
+    except Exception as exc:  # a database hiccup must not take the worker's event loop down
+        logger.warning("worker_heartbeat_failed", error=str(exc))
+
+
+@worker_ready.connect
+def _heartbeat_start(sender, **kwargs):
+    # One row write a minute from the worker's main process, on its own timer: no task, no broker
+    # round trip, no cost per step. Sent by `celery worker` (not by the test suite's thread worker).
+    queues = sorted(queue.name for queue in sender.task_consumer.queues)
+    _heartbeat_safely(sender.hostname, queues)
+    sender.timer.call_repeatedly(HEARTBEAT_SECONDS, _heartbeat_safely, (sender.hostname, queues), priority=10)

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 from rest_framework_simplejwt.views import TokenRefreshView
 
+from agents.api import AgentViewSet, WorkflowRunViewSet
 from deviations.api import DeviationViewSet
 from queries.api import QueryViewSet
 from studies import api as studies_api
@@ -22,6 +23,8 @@ router.register("data-points", studies_api.DataPointViewSet, basename="data-poin
 router.register("queries", QueryViewSet, basename="query")
 router.register("deviations", DeviationViewSet, basename="deviation")
 router.register("imports", studies_api.ImportViewSet, basename="import")
+router.register("agents", AgentViewSet, basename="agent")
+router.register("workflow-runs", WorkflowRunViewSet, basename="workflow-run")
 
 urlpatterns = [
     path("v1/auth/token/", AuditedTokenObtainPairView.as_view(), name="token-obtain"),

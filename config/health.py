@@ -2,7 +2,8 @@
 
 /health answers as long as the process serves requests (it touches nothing else), so a slow
 database never gets the web pods restarted. /ready says whether this instance can do its job:
-the database answers, and, when a broker is configured, a worker is there to run tasks.
+the database answers, and, when a broker is configured, a worker is there to run tasks. Its
+`agents` part (agents.health: failure rate, queue depth, heartbeat per agent) never fails it.
 """
 
 import structlog
@@ -12,6 +13,7 @@ from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from agents.health import agents_summary
 from agents.worker import workers_answering
 from config.celery_app import app
 
@@ -30,7 +32,11 @@ def health(request):
 def ready(request):
     checks = {"database": check_database(), "broker": check_broker()}
     ok = all(check["ok"] for check in checks.values())
-    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+    body = {"status": "ok" if ok else "unavailable", "checks": checks}
+    if checks["database"]["ok"]:
+        # Informative only: a failing agent is for the agents page, not a reason to pull this instance.
+        body["agents"] = agents_summary()
+    return JsonResponse(body, status=200 if ok else 503)
 
 
 def check_database(alias: str = "default") -> dict:

@@ -6,4 +6,5 @@ urlpatterns = [
     path("api/", include("config.api_urls")),
     path("", include("config.health_urls")),
     path("", include("studies.urls")),
+    path("", include("agents.urls")),
 ]

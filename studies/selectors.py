@@ -26,7 +26,7 @@ from studies.models import (
 
 # What each role may do beyond reading its scope. Checked per site by `user_can`.
 CAPABILITIES: dict[str, frozenset[str]] = {
-    Role.SPONSOR: frozenset({"manage_study", "import_data", "read_imports"}),
+    Role.SPONSOR: frozenset({"manage_study", "import_data", "read_imports", "run_workflow"}),
     Role.DATA_MANAGER: frozenset({"raise_query", "close_query", "run_workflow", "import_data", "read_imports"}),
     Role.CRA: frozenset({"raise_query", "close_query", "verify_source", "report_deviation"}),
     Role.SITE_COORDINATOR: frozenset({"enter_data", "answer_query", "report_deviation"}),

@@ -279,3 +279,12 @@ LLM_PRICES = {
     "gpt-4.1-mini": {"in": "0.0004", "out": "0.0016"},
     "gpt-4.1": {"in": "0.002", "out": "0.008"},
 }
+
+# --- Agent framework sweeps (agents.tasks) --------------------------------------------------------
+# A step whose worker died keeps its lease until AGENT_STEP_LEASE_SECONDS; the sweeper then resumes
+# its run (the broker may hold the dead worker's unacknowledged message for hours).
+AGENT_STEP_SWEEP_SECONDS = env_int("AGENT_STEP_SWEEP_SECONDS", 60, minimum=5)
+CELERY_BEAT_SCHEDULE = {
+    **CELERY_BEAT_SCHEDULE,
+    "agents-steps-reclaim-expired": {"task": "agents.steps_reclaim_expired", "schedule": AGENT_STEP_SWEEP_SECONDS},
+}

@@ -12,11 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import structlog
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from agents.orchestrator import workflow_trigger
 from studies.models import Import, Study
+
+logger = structlog.get_logger(__name__)
 
 
 class ImportError_(Exception):
@@ -131,6 +135,18 @@ def import_execute(*, record: Import, actor, load: Callable[[ImportRun], None]) 
         record.study = run.study
     record.save()
     record.elapsed = time.monotonic() - started
+    if not error and record.study_id is not None:
+        study_id = record.study_id
+        transaction.on_commit(lambda: _workflows_trigger_on_import(study_id=study_id))
     if unexpected is not None:
         raise unexpected
     return record
+
+
+def _workflows_trigger_on_import(*, study_id: int) -> None:
+    """Start the workflows that declare `on_import` on the study. The import has succeeded and is
+    committed whatever happens here: a workflow that cannot start is logged, never the import's failure."""
+    try:
+        workflow_trigger(trigger="import", study_id=study_id)
+    except Exception:
+        logger.exception("import_workflow_trigger_failed", study_id=study_id)
