@@ -115,6 +115,8 @@ def workflow_trigger(
     """Start the newest version of each workflow whose triggers match: `schedule` (by name, from
     celery beat), `import` (on_import) or `event` (on_event: event_type). A workflow already active
     on the study is skipped and logged: a trigger never queues a second run behind the first."""
+    # The built-in definitions are synced first, so their triggers count before anyone has run them.
+    workflows_sync()
     newest: dict[str, WorkflowDefinition] = {}
     for definition in WorkflowDefinition.objects.order_by("name", "-version"):
         newest.setdefault(definition.name, definition)
