@@ -34,7 +34,7 @@ def test_the_agents_page_lists_the_registry_with_health(client, world):
 
     assert response.status_code == 200
     assert b'data-agent="ping"' in response.content
-    assert b"Queue depth" in response.content and b"p95" in response.content
+    assert b"Depth" in response.content and b"p50 / p95" in response.content
     assert b'href="/agents/"' in response.content  # the navigation link
 
 
