@@ -118,8 +118,8 @@ def test_steps_are_layered_into_stages_by_their_dependencies():
     assert [[s["key"] for s in stage] for stage in stages(spec)] == [["prepare"], ["check_a", "check_b"], ["publish"]]
 
 
-def test_the_built_in_definitions_are_valid_and_have_no_schedule_by_default():
-    assert builtin_schedules() == []
+def test_the_built_in_definitions_are_valid_and_only_the_ping_canary_is_scheduled():
+    assert builtin_schedules() == [("ping", {"every": 3600})]
 
 
 @pytest.mark.django_db
