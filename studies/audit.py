@@ -65,6 +65,18 @@ def _require_reason(reason: str) -> str:
     return reason.strip()
 
 
+def system_account(username: str):
+    """The account that writes made by a command, an importer or a sync are attributed to when no
+    person makes them (Part 11: every write has an actor). It signs writes; it never logs in."""
+    from django.contrib.auth import get_user_model  # noqa: PLC0415 (this module loads before apps)
+
+    user, created = get_user_model().objects.get_or_create(username=username)
+    if created:
+        user.set_unusable_password()
+        user.save()
+    return user
+
+
 def set_audit(instance: models.Model, *, actor, reason: str | None) -> models.Model:
     """Attribute the next save()/delete() of `instance` to `actor`, with `reason`."""
     instance._history_user = actor

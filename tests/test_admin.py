@@ -3,7 +3,7 @@
 import pytest
 from django.contrib.auth.models import Permission
 
-from studies.models import ItemDefinition, Role, Site, StudyMembership
+from studies.models import Role, Site, StudyMembership
 from studies.services import membership_grant
 from tests.factories import ItemDefinitionFactory, SiteFactory, StudyFactory, UserFactory
 
@@ -73,8 +73,15 @@ def test_a_sponsor_cannot_attach_records_to_another_study(client, studies):
 
 
 def test_data_points_are_read_only_in_admin(client, studies, sponsor):
+    from tests.factories import DataPointFactory
+
+    own, _ = studies
+    point = DataPointFactory(study=own, visit__subject__site__study=own, raw_value="120")
     assert client.get("/admin/studies/datapoint/add/").status_code == 403
-    assert ItemDefinition.objects.count() == 0
+    changed = client.post(f"/admin/studies/datapoint/{point.pk}/change/", {"raw_value": "999"})
+    assert changed.status_code in (200, 403)  # a read-only view at most: no form to save
+    point.refresh_from_db()
+    assert (point.raw_value, point.history.count()) == ("120", 1)
 
 
 def test_a_sponsor_cannot_grant_access_to_another_study_or_to_themselves(client, studies, sponsor):

@@ -254,11 +254,16 @@ def test_create_change_and_delete_are_all_in_the_history(db, model_name):
 
 def test_query_messages_are_audited(db):
     visit = SubjectVisitFactory()
+    author = UserFactory(username="site_author")
     query = Query(study=visit.study, site=visit.subject.site, subject=visit.subject, text="Please verify.")
+    set_audit(query, actor=author, reason="raised")
     query.save()
     message = QueryMessage(query=query, text="Verified against source.", kind=QueryMessage.Kind.ANSWER)
+    set_audit(message, actor=author, reason="answered")
     message.save()
-    assert message.history.count() == 1
+    row = message.history.get()
+    assert (row.history_type, row.history_user, row.history_change_reason, row.text) == (
+        "+", author, "answered", "Verified against source.")
 
 
 # --- Agents write as their own system users --------------------------------------------------

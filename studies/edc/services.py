@@ -7,11 +7,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db.models import Q
 from django.utils import timezone
 
-from studies.audit import set_audit
+from studies.audit import set_audit, system_account
 from studies.edc.base import EdcAdapter, FieldDef, FlatValue, adapter_for
 from studies.ingest.base import ImportFailed, ImportRun, import_create, import_execute
 from studies.ingest.writer import DataPointWriter, IncomingValue
@@ -33,11 +32,7 @@ PLACEHOLDER_COUNTRY = "XX"  # as the ODM importer: ISO 3166 user-assigned, "not 
 
 def edc_service_actor():
     """The account vendor pulls are attributed to (Part 11: every write has an actor)."""
-    user, created = get_user_model().objects.get_or_create(username=SERVICE_ACCOUNT)
-    if created:
-        user.set_unusable_password()
-        user.save()
-    return user
+    return system_account(SERVICE_ACCOUNT)
 
 
 def edc_connections_due(*, now: datetime | None = None) -> list[int]:

@@ -6,7 +6,6 @@ the study, so a failure at any point leaves the study exactly as it was, two imp
 never interleave, and the Import record, written outside that transaction, says what went wrong."""
 
 import hashlib
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,12 +17,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.orchestrator import workflow_trigger
+from studies.audit import audited_bulk_create, audited_bulk_update
 from studies.models import Import, Study
+
+# Who the import commands' writes are attributed to unless --actor names someone.
+IMPORT_ACCOUNT = "system.import"
 
 logger = structlog.get_logger(__name__)
 
 
-class ImportError_(Exception):
+class ImportFailed(Exception):
     """A problem with the input that the user must fix. `where` says where (line, column, record)."""
 
     def __init__(self, message: str, *, where: str = ""):
@@ -33,10 +36,6 @@ class ImportError_(Exception):
 
     def __str__(self):
         return f"{self.message} ({self.where})" if self.where else self.message
-
-
-# The name people read in tracebacks and messages; the trailing underscore only avoids the builtin.
-ImportFailed = ImportError_
 
 
 @dataclass
@@ -69,10 +68,6 @@ class ImportRun:
             self.record.study = locked
         return locked
 
-    def progress(self, percent: int) -> None:
-        """Report progress outside the import's transaction would need a second connection; the
-        percentage is stored at the end and by long importers between phases via this hook."""
-        self.record.progress = max(0, min(100, percent))
 
 
 def file_digest(path: Path) -> tuple[str, int]:
@@ -107,7 +102,6 @@ def import_create(*, source: str, actor, study: Study | None = None, path: Path 
 def import_execute(*, record: Import, actor, load: Callable[[ImportRun], None]) -> Import:
     """Run `load` atomically and record the outcome on `record`. Never raises for bad input: the
     Import's status and errors say what happened. Programming errors are recorded and re-raised."""
-    started = time.monotonic()
     Import.objects.filter(pk=record.pk).update(status=Import.Status.RUNNING, started_at=timezone.now())
     run = ImportRun(record=record, actor=actor, study=record.study)
     error: dict | None = None
@@ -134,7 +128,6 @@ def import_execute(*, record: Import, actor, load: Callable[[ImportRun], None]) 
     if run.study is not None and not error:
         record.study = run.study
     record.save()
-    record.elapsed = time.monotonic() - started
     if not error and record.study_id is not None:
         study_id = record.study_id
         transaction.on_commit(lambda: _workflows_trigger_on_import(study_id=study_id))
@@ -150,3 +143,26 @@ def _workflows_trigger_on_import(*, study_id: int) -> None:
         workflow_trigger(trigger="import", study_id=study_id)
     except Exception:
         logger.exception("import_workflow_trigger_failed", study_id=study_id)
+
+
+def definitions_sync(run: ImportRun, *, stored: dict, rows: dict[object, dict], build) -> tuple[list, list]:
+    """Create the rows of `rows` (key -> field values) that `stored` (key -> object) lacks, with
+    `build(key, fields)`, and update the stored ones whose fields differ: audited bulk writes with
+    the import's reason. `stored` gains the new objects. Returns (created, changed)."""
+    new, changed, changed_fields = [], [], set()
+    for key, fields in rows.items():
+        obj = stored.get(key)
+        if obj is None:
+            stored[key] = obj = build(key, fields)
+            new.append(obj)
+            continue
+        diff = [name for name, value in fields.items() if getattr(obj, name) != value]
+        if diff:
+            for name in diff:
+                setattr(obj, name, fields[name])
+            changed.append(obj)
+            changed_fields.update(diff)
+    audited_bulk_create(new, actor=run.actor, reason=run.reason)
+    if changed:
+        audited_bulk_update(changed, sorted(changed_fields), actor=run.actor, reason=run.reason)
+    return new, changed

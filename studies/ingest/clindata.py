@@ -16,8 +16,8 @@ from django.db import models
 
 from deviations.models import Deviation
 from queries.models import Query
-from studies.audit import audited_bulk_create, audited_bulk_update, set_audit
-from studies.ingest.base import ImportFailed, ImportRun, import_create, import_execute
+from studies.audit import set_audit
+from studies.ingest.base import ImportFailed, ImportRun, definitions_sync, import_create, import_execute
 from studies.ingest.writer import DataPointWriter
 from studies.models import (
     FormDefinition,
@@ -156,21 +156,8 @@ def rows_sync(run: ImportRun, model: type[models.Model], rows: list[dict], *, ke
     """Create the rows not stored yet and update the ones that differ (audited bulk writes);
     returns key -> primary key for every row of the scope."""
     stored = {tuple(getattr(obj, k) for k in key): obj for obj in model.objects.filter(**scope)}
-    new, changed, changed_fields = [], [], set()
-    for row in rows:
-        obj = stored.get(tuple(row[k] for k in key))
-        if obj is None:
-            new.append(model(**scope, **row))
-            continue
-        diffs = [name for name, value in row.items() if getattr(obj, name) != value]
-        if diffs:
-            for name in diffs:
-                setattr(obj, name, row[name])
-            changed.append(obj)
-            changed_fields.update(diffs)
-    audited_bulk_create(new, actor=run.actor, reason=run.reason, batch_size=2000)
-    if changed:
-        audited_bulk_update(changed, sorted(changed_fields), actor=run.actor, reason=run.reason)
+    new, changed = definitions_sync(run, stored=stored, rows={tuple(row[k] for k in key): row for row in rows},
+                                    build=lambda _key, row: model(**scope, **row))
     run.counts[f"{label}_created"] += len(new)
     run.counts[f"{label}_changed"] += len(changed)
     return {tuple(values[:-1]): values[-1] for values in model.objects.filter(**scope).values_list(*key, "pk")}

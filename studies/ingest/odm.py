@@ -15,8 +15,8 @@ from pathlib import Path
 from django.utils.dateparse import parse_datetime
 
 from queries.models import Query, QueryMessage
-from studies.audit import audited_bulk_create, audited_bulk_update, audited_copy_create, set_audit
-from studies.ingest.base import ImportFailed, ImportRun, check_size, import_create, import_execute
+from studies.audit import audited_bulk_create, audited_copy_create, set_audit
+from studies.ingest.base import ImportFailed, ImportRun, check_size, definitions_sync, import_create, import_execute
 from studies.ingest.copy import is_postgresql
 from studies.ingest.writer import DataPointWriter, IncomingValue
 from studies.ingest.xml import localname, namespace, release, safe_iterparse
@@ -164,7 +164,6 @@ class OdmLoader:
         if self.run.study is None:
             raise ImportFailed("The file holds neither a Study nor ClinicalData.", where="ODM")
         self.writer.finish()
-        self.run.progress(100)
 
     def _is(self, element, name: str) -> bool:
         return element is not None and element.tag == (f"{{{self.ns}}}{name}" if self.ns else name)
@@ -793,22 +792,8 @@ def metadata_apply(*, run: ImportRun, study: Study, info: StudyInfo) -> None:
 
 def _upsert(run: ImportRun, model, study: Study, rows: dict[str, dict], label: str) -> dict:
     existing = {o.oid: o for o in model.objects.filter(study=study)}
-    new, changed, changed_fields = [], [], set()
-    for oid, fields in rows.items():
-        obj = existing.get(oid)
-        if obj is None:
-            obj = model(study=study, oid=oid[:128], **fields)
-            existing[oid] = obj
-            new.append(obj)
-            continue
-        diff = [name for name, value in fields.items() if getattr(obj, name) != value]
-        if diff:
-            for name in diff:
-                setattr(obj, name, fields[name])
-            changed.append(obj)
-            changed_fields |= set(diff)
-    audited_bulk_create(new, actor=run.actor, reason=run.reason)
-    audited_bulk_update(changed, sorted(changed_fields), actor=run.actor, reason=run.reason)
+    new, changed = definitions_sync(run, stored=existing, rows=rows,
+                                    build=lambda oid, fields: model(study=study, oid=oid[:128], **fields))
     run.counts[f"{label}_created"] += len(new)
     run.counts[f"{label}_updated"] += len(changed)
     return existing

@@ -10,7 +10,7 @@ Two ways in: `add(IncomingValue)` one value at a time (ODM, HL7), and `add_frame
 set-based loaders (clindata, SDTM) that already hold a table. On PostgreSQL new values and their
 history rows are written by COPY (`audited_copy_create`); elsewhere by the ORM bulk path."""
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
@@ -295,5 +295,3 @@ class DataPointWriter:
             point.sdv_state = DataPoint.SdvState.TO_VERIFY
         return point
 
-
-assert {f.name for f in fields(IncomingValue)} >= set(_EXTRA)

@@ -2,14 +2,15 @@
 
 from pathlib import Path
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Q
 
+from studies.audit import system_account
+from studies.ingest.base import IMPORT_ACCOUNT
 from studies.ingest.odm import odm_import
 from studies.models import Import, Study
 
-SERVICE_ACCOUNT = "system.import"
+SERVICE_ACCOUNT = IMPORT_ACCOUNT
 
 
 def study_find(identifier: str) -> Study:
@@ -22,11 +23,7 @@ def study_find(identifier: str) -> Study:
 
 def actor_get(username: str):
     """The account the command's writes are attributed to (Part 11: every write has an actor)."""
-    user, created = get_user_model().objects.get_or_create(username=username)
-    if created:
-        user.set_unusable_password()
-        user.save()
-    return user
+    return system_account(username)
 
 
 class Command(BaseCommand):
