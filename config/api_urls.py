@@ -7,7 +7,7 @@ from rest_framework_simplejwt.views import TokenRefreshView
 
 from agents.api import AgentViewSet, WorkflowRunViewSet
 from deviations.api import DeviationViewSet
-from queries.api import QueryViewSet
+from queries.api import DiscrepancyViewSet, EditCheckViewSet, QueryViewSet
 from studies import api as studies_api
 from studies.auth_api import AuditedTokenObtainPairView
 from studies.webhooks import EdcWebhookView
@@ -21,6 +21,8 @@ router.register("forms", studies_api.FormDefinitionViewSet, basename="form")
 router.register("items", studies_api.ItemDefinitionViewSet, basename="item")
 router.register("data-points", studies_api.DataPointViewSet, basename="data-point")
 router.register("queries", QueryViewSet, basename="query")
+router.register("edit-checks", EditCheckViewSet, basename="edit-check")
+router.register("discrepancies", DiscrepancyViewSet, basename="discrepancy")
 router.register("deviations", DeviationViewSet, basename="deviation")
 router.register("imports", studies_api.ImportViewSet, basename="import")
 router.register("agents", AgentViewSet, basename="agent")

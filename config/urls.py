@@ -7,4 +7,5 @@ urlpatterns = [
     path("", include("config.health_urls")),
     path("", include("studies.urls")),
     path("", include("agents.urls")),
+    path("", include("queries.urls")),
 ]

@@ -1,9 +1,10 @@
 """Reads of queries, scoped by the user's access at the source."""
 
-from django.db.models import Q, QuerySet
+import pandas as pd
+from django.db.models import Count, Q, QuerySet
 
-from queries.models import Query, QueryMessage
-from studies.models import Role, StudyMembership
+from queries.models import Discrepancy, EditCheck, Query, QueryMessage
+from studies.models import Role, Study, StudyMembership, Subject
 from studies.selectors import site_list
 
 # Candidate queries are drafts not yet released to the site: data managers review them; the
@@ -23,3 +24,68 @@ def query_list(*, user) -> QuerySet[Query]:
 
 def query_message_list(*, user, query: Query) -> QuerySet[QueryMessage]:
     return QueryMessage.objects.filter(query__in=query_list(user=user).filter(pk=query.pk)).select_related("author")
+
+
+# Findings of the analyzer are internal to the study team: data managers and sponsors review
+# them, medical monitors take the medical-review list, auditors read; CRAs see their sites'.
+DISCREPANCY_READERS = (Role.DATA_MANAGER, Role.SPONSOR, Role.AUDITOR, Role.MEDICAL_MONITOR)
+
+
+def _reader_scope(user) -> Q:
+    memberships = StudyMembership.objects.filter(user=user, is_active=True)
+    wide = memberships.filter(role__in=DISCREPANCY_READERS).values("study_id")
+    cra_studies = memberships.filter(role=Role.CRA).values("study_id")
+    return Q(study_id__in=wide) | Q(site__in=site_list(user=user).filter(study_id__in=cra_studies))
+
+
+def discrepancy_list(*, user) -> QuerySet[Discrepancy]:
+    rows = Discrepancy.objects.select_related("site", "subject", "visit__definition", "item", "edit_check")
+    if user.is_superuser:
+        return rows
+    if not user.is_authenticated:
+        return rows.none()
+    return rows.filter(_reader_scope(user))
+
+
+def edit_check_list(*, user) -> QuerySet[EditCheck]:
+    checks = EditCheck.objects.select_related("item", "study")
+    if user.is_superuser:
+        return checks
+    if not user.is_authenticated:
+        return checks.none()
+    memberships = StudyMembership.objects.filter(user=user, is_active=True)
+    return checks.filter(study_id__in=memberships.filter(role__in=(*DISCREPANCY_READERS, Role.CRA)).values("study_id"))
+
+
+def rule_statistics(*, user, study: Study) -> list[dict]:
+    """Per site (of the user's) and rule, from the study's whole query history (imported queries
+    included, under the EDC's marking group, e.g. "EDC: System Query"): queries, query rate (per
+    subject at the site), closed, confirmed correct, confirmation rate, median days to answer."""
+    columns = ["site", "rule", "recipient", "origin", "state", "resolution", "created_at", "answered_at"]
+    rows = query_list(user=user).filter(study=study).values_list(
+        "site__number", "rule_code", "recipient", "origin", "state", "resolution", "created_at", "answered_at")
+    frame = pd.DataFrame.from_records(rows, columns=columns)
+    if frame.empty:
+        return []
+    imported = frame["rule"] == ""
+    frame.loc[imported, "rule"] = "(" + frame.loc[imported, "origin"] + ": " + frame.loc[imported, "recipient"] + ")"
+    frame["days_to_answer"] = (pd.to_datetime(frame["answered_at"], utc=True)
+                               - pd.to_datetime(frame["created_at"], utc=True)).dt.total_seconds() / 86400
+    frame["closed"] = frame["state"] == Query.State.CLOSED
+    frame["confirmed"] = frame["closed"] & (frame["resolution"] == Query.Resolution.CONFIRMED_CORRECT)
+    frame["resolved_known"] = frame["closed"] & (frame["resolution"] != "")
+    subjects = dict(Subject.objects.filter(study=study).values("site__number").annotate(n=Count("id"))
+                    .values_list("site__number", "n"))
+    grouped = frame.groupby(["site", "rule"]).agg(
+        queries=("state", "size"), closed=("closed", "sum"), confirmed=("confirmed", "sum"),
+        resolution_known=("resolved_known", "sum"), median_days_to_answer=("days_to_answer", "median"))
+    out = []
+    for (site, rule), row in grouped.iterrows():
+        known = int(row["resolution_known"])
+        out.append({"site": site, "rule": rule, "queries": int(row["queries"]),
+                    "query_rate": round(row["queries"] / subjects[site], 3) if subjects.get(site) else None,
+                    "closed": int(row["closed"]), "confirmed_correct": int(row["confirmed"]),
+                    "confirmation_rate": round(row["confirmed"] / known, 3) if known else None,
+                    "median_days_to_answer": None if pd.isna(row["median_days_to_answer"])
+                    else round(float(row["median_days_to_answer"]), 1)})
+    return out

@@ -26,13 +26,15 @@ from studies.models import (
 
 # What each role may do beyond reading its scope. Checked per site by `user_can`.
 CAPABILITIES: dict[str, frozenset[str]] = {
-    Role.SPONSOR: frozenset({"manage_study", "import_data", "read_imports", "run_workflow"}),
-    Role.DATA_MANAGER: frozenset({"raise_query", "close_query", "run_workflow", "import_data", "read_imports"}),
-    Role.CRA: frozenset({"raise_query", "close_query", "verify_source", "report_deviation"}),
+    Role.SPONSOR: frozenset({"manage_study", "import_data", "read_imports", "run_workflow", "manage_edit_checks",
+                             "review_discrepancies"}),
+    Role.DATA_MANAGER: frozenset({"raise_query", "close_query", "run_workflow", "import_data", "read_imports",
+                                  "manage_edit_checks", "review_discrepancies"}),
+    Role.CRA: frozenset({"raise_query", "close_query", "verify_source", "report_deviation", "review_discrepancies"}),
     Role.SITE_COORDINATOR: frozenset({"enter_data", "answer_query", "report_deviation"}),
     Role.INVESTIGATOR: frozenset({"enter_data", "answer_query", "report_deviation", "sign"}),
-    Role.MEDICAL_MONITOR: frozenset({"review_safety"}),
-    Role.AUDITOR: frozenset({"read_imports"}),
+    Role.MEDICAL_MONITOR: frozenset({"review_safety", "review_discrepancies"}),
+    Role.AUDITOR: frozenset({"read_imports", "review_discrepancies"}),
 }
 
 
@@ -129,6 +131,14 @@ def study_user_can(*, user, capability: str, study: Study) -> bool:
         return True
     return any(capability in CAPABILITIES[role] for role in study_roles(user=user, study=study)
                if role in STUDY_WIDE_ROLES)
+
+
+def study_user_can_at_a_site(*, user, capability: str, study: Study) -> bool:
+    """The capability through any of the user's roles in the study, site-scoped ones included
+    (a CRA reviews the discrepancies of their own sites): what they then see is scoped per site."""
+    if user.is_superuser:
+        return True
+    return any(capability in CAPABILITIES[role] for role in study_roles(user=user, study=study))
 
 
 def import_list(*, user) -> QuerySet[Import]:

@@ -24,6 +24,7 @@ from studies.selectors import (
     study_list,
     study_roles,
     study_user_can,
+    study_user_can_at_a_site,
     subject_list,
     subject_visit_list,
     user_can,
@@ -87,7 +88,9 @@ def study_detail_view(request, pk: int):
     if request.user.is_superuser and not roles:
         roles = ["Superuser"]
     context |= {"sites": site_rows, "totals": totals, "roles": roles,
-                "can_read_imports": study_user_can(user=request.user, capability="read_imports", study=study)}
+                "can_read_imports": study_user_can(user=request.user, capability="read_imports", study=study),
+                "can_review": study_user_can_at_a_site(user=request.user, capability="review_discrepancies",
+                                                      study=study)}
     return render(request, "studies/study_detail.html", context)
 
 

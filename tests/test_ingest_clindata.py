@@ -68,6 +68,7 @@ def test_the_full_clindata_study_loads_with_its_counts(shared_data):
     assert scheduled_visits(study).count() == 28093
     assert DataPoint.objects.filter(study=study, form__oid="LB").count() == 1132070
     assert DataPoint.objects.filter(study=study, item__oid="AE.AETERM").count() == 4854
+    assert DataPoint.objects.filter(study=study, item__oid="AE.AEDECOD", raw_value="Headache").count() == 293
     assert DataPoint.objects.filter(study=study, form__oid="IE", item__oid="IE.IEORRES").count() == 30168
     assert DataPoint.objects.filter(study=study, item__oid="EX.EXTRT").count() == 4876
     queries = Query.objects.filter(study=study, origin=Query.Origin.IMPORTED)

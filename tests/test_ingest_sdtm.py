@@ -28,6 +28,9 @@ def test_the_cdisc_pilot_imports_with_its_counts_and_a_second_import_writes_noth
     assert DataPoint.objects.filter(study=study, form__oid="LB").count() == 59580
     assert DataPoint.objects.filter(study=study, form__oid="VS").count() == 29643
     assert DataPoint.objects.filter(study=study, item__oid="AE.AETERM").count() == 1191
+    # lb.csv writes VISITNUM as 1.0 where sv.xpt has 1: each value still goes to its visit
+    on_log = DataPoint.objects.filter(study=study, visit__definition__oid="LOG")
+    assert (on_log.filter(form__oid="LB").count(), on_log.filter(form__oid="VS").count()) == (0, 0)
     assert ItemDefinition.objects.filter(study=study, form__oid="IE", critical=True).count() == 31  # TI
     albumin = DataPoint.objects.filter(study=study, item__oid="LB.ALB").first()
     assert albumin.units and albumin.normal_low is not None and albumin.abnormal_flag in {"N", "L", "H", "A"}

@@ -61,7 +61,9 @@ LOG_VISIT = "LOG"  # subject-level log forms (AE, exposure, I/E, consent, enrolm
 # form oid -> (name, {source column: (item oid, label, data type)})
 LOG_FORMS = {
     "AE": ("Adverse events", {
-        "aeterm": ("AETERM", "Reported term", "text"), "aeser": ("AESER", "Serious", "text"),
+        # The reported term is masked ("XXX") in clindata; the MedDRA preferred term is not
+        "aeterm": ("AETERM", "Reported term", "text"), "mdrpt_nsv": ("AEDECOD", "MedDRA preferred term", "text"),
+        "aeser": ("AESER", "Serious", "text"),
         "aest_dt": ("AESTDAT", "Start date", "date"), "aeen_dt": ("AEENDAT", "End date", "date"),
         "aetoxgr": ("AETOXGR", "Toxicity grade / severity", "text")}),
     "EX": ("Study drug administration", {
@@ -429,6 +431,9 @@ def _queries(run: ImportRun, frame: pd.DataFrame, dm: pd.DataFrame, subjects: di
     rows = [{"external_id": f"{q.datapointid}/{q.created}", "subject_id": int(q.subject_pk),
              "site_id": site_of[int(q.subject_pk)], "origin": Query.Origin.IMPORTED,
              "state": QUERY_STATES.get(q.querystatus, Query.State.OPEN), "recipient": _recipient(q.markinggroup or ""),
+             # The EDC's group of the rule or reviewer that raised it: the "rule" of its statistics
+             "rule_code": f"EDC: {q.markinggroup}"[:160] if q.markinggroup else "",
+             "text_origin": Query.TextOrigin.IMPORTED,
              "text": f"Historical query imported from the EDC (form {q.formoid}, field {q.fieldoid}, "
                      f"visit {q.visit}; marking group: {q.markinggroup})",
              "created_at": c, "answered_at": a, "closed_at": r}

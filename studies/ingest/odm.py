@@ -565,7 +565,8 @@ class OdmLoader:
             query = stored.get(source.external_id)
             if query is None:
                 query = Query(study=self.run.study, site_id=subject.site_id, subject=subject, data_point_id=point,
-                              origin=Query.Origin.IMPORTED, external_id=source.external_id[:128], text=source.text)
+                              origin=Query.Origin.IMPORTED, external_id=source.external_id[:128], text=source.text,
+                              text_origin=Query.TextOrigin.IMPORTED)
                 self.run.counts["queries_created"] += 1
             elif (query.state, query.answered_at, query.closed_at) == (source.state, source.answered_at,
                                                                          source.closed_at):

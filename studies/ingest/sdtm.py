@@ -52,7 +52,14 @@ def read_domain(directory: Path, domain: str) -> pd.DataFrame | None:
             if pd.api.types.is_numeric_dtype(frame[column]):
                 frame[column] = frame[column].map(lambda v: "" if pd.isna(v) else format(v, "g"))
         return frame.astype(str).replace({"nan": ""})
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    # Numbers written by another tool ("1.0", "3.50") read as the transport file's ("1", "3.5"):
+    # VISITNUM and --SEQ are keys that must match SV's and the other domains'.
+    for column in frame.columns:
+        if column == "VISITNUM" or column.endswith(("SEQ", "DY")):
+            numbers = pd.to_numeric(frame[column], errors="coerce")
+            frame[column] = frame[column].where(numbers.isna(), numbers.map(lambda v: format(v, "g")))
+    return frame
 
 
 def _date(value: str):

@@ -15,6 +15,8 @@ _BADGE_TONES = {
     "screen_failed": "neutral", "enrolled": "success", "completed": "info", "discontinued": "warning",
     # imports
     "pending": "neutral", "running": "info", "succeeded": "success", "failed": "danger",
+    # severity of a query or discrepancy
+    "critical": "danger", "major": "warning", "minor": "neutral",
     # history change type (simple-history)
     "+": "info", "~": "warning", "-": "danger",
 }
@@ -36,3 +38,9 @@ def user_role_labels(context) -> str:
 @register.inclusion_tag("includes/badge.html")
 def badge(value: str, label: str):
     return {"tone": _BADGE_TONES.get(value, "neutral"), "label": label}
+
+
+@register.filter
+def get_item(mapping: dict, key: str):
+    """mapping[key] in a template (a filter's chosen value by the filter's name)."""
+    return mapping.get(key, "") if hasattr(mapping, "get") else ""
