@@ -249,6 +249,10 @@ def builtin_sources() -> list[tuple[Path, str]]:
     return [(path, path.read_text()) for path in sorted(BUILTIN_DIR.glob("*.yaml"))]
 
 
+def builtin_names() -> set[str]:
+    return {(yaml.safe_load(source) or {}).get("name") for _, source in builtin_sources()}
+
+
 def builtin_schedules() -> list[tuple[str, dict]]:
     """(workflow name, schedule trigger) of the built-in definitions, for celery beat. Read without
     the database or the registry (beat may start before either is needed)."""

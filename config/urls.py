@@ -8,4 +8,5 @@ urlpatterns = [
     path("", include("studies.urls")),
     path("", include("agents.urls")),
     path("", include("queries.urls")),
+    path("", include("sdv.urls")),
 ]

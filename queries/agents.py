@@ -41,3 +41,5 @@ class QueryAnalyzerAgent(Agent):
                                 threshold=config.get("confidence_threshold"))
             out[study.protocol_id] = {"pass": done.pk, "full": done.full, "counts": done.counts, "errors": done.errors}
         return {"studies": out}
+from queries.generator import QueryGeneratorAgent  # noqa: E402,F401 (registers the agent)
+from queries.sla import QueryTrackerAgent  # noqa: E402,F401 (registers the agent)

@@ -1,10 +1,10 @@
-"""API v1 for queries (read for now; the lifecycle comes with the QueryTracker), edit checks and
-the discrepancies the QueryAnalyzer finds."""
+"""API v1 for queries (their lifecycle: queries.lifecycle), edit checks and the discrepancies
+the QueryAnalyzer finds."""
 
 import django_filters
 from django.core.exceptions import ValidationError
 from django.db.models import Q
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied
@@ -14,11 +14,27 @@ from rest_framework.response import Response
 from agents.orchestrator import WorkflowCannotStart, workflow_start
 from agents.services import WorkflowRunOverlap
 from config.api import FilterSet, error_response
+from queries.lifecycle import (
+    BULK_ACTIONS,
+    TRANSITIONS,
+    TransitionRefused,
+    queries_bulk,
+    query_answer,
+    query_cancel,
+    query_close,
+    query_create,
+    query_discard,
+    query_edit,
+    query_reassign,
+    query_release,
+    query_requery,
+    query_transition_allowed,
+)
 from queries.models import Discrepancy, EditCheck, Query, QueryMessage
 from queries.selectors import discrepancy_list, edit_check_list, query_list, rule_statistics
 from queries.services import edit_check_save
 from studies.models import ItemDefinition, Study
-from studies.selectors import study_list, study_user_can, study_user_can_at_a_site
+from studies.selectors import data_point_list, study_list, study_user_can, study_user_can_at_a_site, subject_list
 
 
 class QueryMessageSerializer(serializers.ModelSerializer):
@@ -35,13 +51,57 @@ class QueryMessageSerializer(serializers.ModelSerializer):
 class QuerySerializer(serializers.ModelSerializer):
     site_number = serializers.CharField(source="site.number", read_only=True)
     subject_id = serializers.CharField(source="subject.subject_id", read_only=True)
+    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
     messages = QueryMessageSerializer(many=True, read_only=True)
 
     class Meta:
         model = Query
         fields = ["id", "study", "site", "site_number", "subject", "subject_id", "data_point", "origin", "rule_code",
-                  "category", "severity", "state", "recipient", "text", "due_date", "created_at", "answered_at",
-                  "closed_at", "messages"]
+                  "category", "severity", "state", "recipient", "text", "language", "text_origin", "prompt_version",
+                  "due_date", "escalation", "resolution", "created_by", "created_at", "released_at", "answered_at",
+                  "closed_at", "cancelled_at", "messages"]
+
+
+class QueryHistoryRowSerializer(serializers.Serializer):
+    """One audit row: who, when (UTC), what changed (field, old, new) and why."""
+
+    history_id = serializers.IntegerField()
+    history_date = serializers.DateTimeField()
+    history_type = serializers.CharField()
+    history_user = serializers.CharField(allow_null=True)
+    reason = serializers.CharField(allow_null=True)
+    state = serializers.CharField()
+    changes = serializers.ListField(child=serializers.DictField())
+
+
+def query_history_rows(query: Query) -> list[dict]:
+    rows = list(query.history.select_related("history_user").order_by("history_date", "history_id"))
+    out, previous = [], None
+    for row in rows:
+        changes = [] if previous is None else [
+            {"field": c.field, "old": c.old, "new": c.new} for c in row.diff_against(previous).changes]
+        out.append({"history_id": row.history_id, "history_date": row.history_date,
+                    "history_type": {"+": "created", "~": "changed", "-": "deleted"}.get(row.history_type),
+                    "history_user": row.history_user.username if row.history_user_id else None,
+                    "reason": row.history_change_reason, "state": row.state, "changes": changes})
+        previous = row
+    return out
+
+
+class QueryDetailSerializer(QuerySerializer):
+    history = serializers.SerializerMethodField()
+    transitions = serializers.SerializerMethodField(help_text="What the requesting user may do with it now")
+
+    class Meta(QuerySerializer.Meta):
+        fields = [*QuerySerializer.Meta.fields, "history", "transitions"]
+
+    @extend_schema_field(QueryHistoryRowSerializer(many=True))
+    def get_history(self, query) -> list[dict]:
+        return QueryHistoryRowSerializer(query_history_rows(query), many=True).data
+
+    def get_transitions(self, query) -> list[str]:
+        user = self.context["request"].user
+        return [t for t in TRANSITIONS if query_transition_allowed(user=user, query=query, transition=t)]
 
 
 class QueryFilter(FilterSet):
@@ -50,12 +110,184 @@ class QueryFilter(FilterSet):
         fields = ["study", "site", "subject", "data_point", "state", "category", "severity", "recipient", "origin"]
 
 
-class QueryViewSet(viewsets.ReadOnlyModelViewSet):
-    serializer_class = QuerySerializer
+class QueryCreateSerializer(serializers.Serializer):
+    """A manual query on a data point (or, for a missing value or a visit, on a subject)."""
+
+    data_point = serializers.IntegerField(required=False)
+    subject = serializers.IntegerField(required=False, help_text="Only for a query without a data point")
+    text = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
+    recipient_role = serializers.ChoiceField(choices=Query.Recipient.choices, default=Query.Recipient.SITE,
+                                             help_text="The marking group: who must answer")
+    category = serializers.ChoiceField(choices=Query.Category.choices, default=Query.Category.OTHER)
+    severity = serializers.ChoiceField(choices=Query.Severity.choices, default=Query.Severity.MINOR)
+    language = serializers.CharField(max_length=8, required=False, default="",
+                                     help_text="ISO 639-1; default the site's language")
+
+
+class QueryTransitionSerializer(serializers.Serializer):
+    """`text` for answer, re-query and edit; `reason` for close, cancel, discard, edit, reassign
+    (optional on release); `resolution` for close; `recipient_role` for reassign. A missing text or
+    reason is refused by the lifecycle, with the reason in `extra.reasons`."""
+
+    text = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
+    reason = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
+    resolution = serializers.ChoiceField(choices=Query.Resolution.choices, default=Query.Resolution.OTHER)
+    recipient_role = serializers.ChoiceField(choices=Query.Recipient.choices, required=False)
+
+
+class QueryBulkSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=list(BULK_ACTIONS))
+    ids = serializers.ListField(child=serializers.IntegerField(), min_length=1, max_length=1000)
+    reason = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
+    resolution = serializers.ChoiceField(choices=Query.Resolution.choices, required=False, help_text="close only")
+    recipient_role = serializers.ChoiceField(choices=Query.Recipient.choices, required=False,
+                                             help_text="reassign only")
+
+
+def _refused(error: TransitionRefused) -> Response:
+    extra = {"reasons": error.reasons}
+    if error.query_id is not None:
+        extra["query"] = error.query_id
+    return error_response(error.reason, status_code=error.status, **extra)
+
+
+class QueryViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Queries in the user's scope (another site's query answers 404; candidates only for data
+    managers, sponsors and auditors). `POST` raises a manual query; `POST {id}/{transition}/`
+    moves one through its lifecycle (queries.lifecycle: roles and states); `POST bulk/` does one
+    action with one reason on many, all or nothing. A refused text or transition answers 400 or
+    403 with the reasons in `extra.reasons` and changes nothing."""
+
     filterset_class = QueryFilter
 
     def get_queryset(self):
-        return query_list(user=self.request.user).prefetch_related("messages__author")
+        return query_list(user=self.request.user).select_related("created_by").prefetch_related("messages__author")
+
+    def get_serializer_class(self):
+        return QuerySerializer if self.action == "list" else QueryDetailSerializer
+
+    def _detail(self, query: Query, *, status_code: int = status.HTTP_200_OK) -> Response:
+        query = self.get_queryset().filter(pk=query.pk).first() or query
+        return Response(QueryDetailSerializer(query, context=self.get_serializer_context()).data, status=status_code)
+
+    def _target(self, data: dict):
+        user = self.request.user
+        if data.get("data_point") is not None:
+            data_point = data_point_list(user=user).filter(pk=data["data_point"]).first()
+            if data_point is None:
+                raise ValidationError_({"data_point": ["No such data point."]})
+            if data.get("subject") not in (None, data_point.subject_id):
+                raise ValidationError_({"subject": ["The data point belongs to another subject."]})
+            return data_point.subject, data_point
+        if data.get("subject") is None:
+            raise ValidationError_({"data_point": ["A data point (or a subject) is required."]})
+        subject = subject_list(user=user).filter(pk=data["subject"]).first()
+        if subject is None:
+            raise ValidationError_({"subject": ["No such subject."]})
+        return subject, None
+
+    @extend_schema(request=QueryCreateSerializer, responses={201: QueryDetailSerializer})
+    def create(self, request, *args, **kwargs):
+        data = _valid(QueryCreateSerializer, request.data)
+        subject, data_point = self._target(data)
+        try:
+            query = query_create(actor=request.user, study=subject.study, subject=subject, data_point=data_point,
+                                 text=data["text"], recipient=data["recipient_role"], category=data["category"],
+                                 severity=data["severity"], language=data["language"])
+        except TransitionRefused as error:
+            return _refused(error)
+        return self._detail(query, status_code=status.HTTP_201_CREATED)
+
+    def _transition(self, service, **kwargs) -> Response:
+        query = self.get_object()  # 404 outside the user's scope
+        try:
+            query = service(query=query, actor=self.request.user, **kwargs)
+        except TransitionRefused as error:
+            return _refused(error)
+        return self._detail(query)
+
+    def _data(self) -> dict:
+        return _valid(QueryTransitionSerializer, self.request.data)
+
+    @extend_schema(request=QueryTransitionSerializer, responses=QueryDetailSerializer, filters=False)
+    @action(detail=True, methods=["post"], filterset_class=None)
+    def release(self, request, pk=None):
+        """Candidate -> Open (data managers); `reason` optional."""
+        return self._transition(query_release, reason=self._data()["reason"])
+
+    @extend_schema(request=QueryTransitionSerializer, responses=QueryDetailSerializer, filters=False)
+    @action(detail=True, methods=["post"], filterset_class=None)
+    def edit(self, request, pk=None):
+        """A candidate's new `text`, with a `reason` (data managers)."""
+        data = self._data()
+        return self._transition(query_edit, text=data["text"], reason=data["reason"])
+
+    @extend_schema(request=QueryTransitionSerializer, responses=QueryDetailSerializer, filters=False)
+    @action(detail=True, methods=["post"], filterset_class=None)
+    def discard(self, request, pk=None):
+        """Candidate -> Cancelled, with a `reason` (data managers)."""
+        return self._transition(query_discard, reason=self._data()["reason"])
+
+    @extend_schema(request=QueryTransitionSerializer, responses=QueryDetailSerializer, filters=False)
+    @action(detail=True, methods=["post"], filterset_class=None)
+    def answer(self, request, pk=None):
+        """Open -> Answered, with a `text` (site staff of the query's site)."""
+        return self._transition(query_answer, text=self._data()["text"])
+
+    @extend_schema(request=QueryTransitionSerializer, responses=QueryDetailSerializer, filters=False)
+    @action(detail=True, methods=["post"], filterset_class=None)
+    def requery(self, request, pk=None):
+        """Answered -> Open, with a `text` (data managers, CRAs)."""
+        return self._transition(query_requery, text=self._data()["text"])
+
+    @extend_schema(request=QueryTransitionSerializer, responses=QueryDetailSerializer, filters=False)
+    @action(detail=True, methods=["post"], filterset_class=None)
+    def close(self, request, pk=None):
+        """Open or Answered -> Closed, with a `reason` and optionally a `resolution`."""
+        data = self._data()
+        return self._transition(query_close, reason=data["reason"], resolution=data["resolution"])
+
+    @extend_schema(request=QueryTransitionSerializer, responses=QueryDetailSerializer, filters=False)
+    @action(detail=True, methods=["post"], filterset_class=None)
+    def cancel(self, request, pk=None):
+        """Any state but Closed -> Cancelled, with a `reason`."""
+        return self._transition(query_cancel, reason=self._data()["reason"])
+
+    @extend_schema(request=QueryTransitionSerializer, responses=QueryDetailSerializer, filters=False)
+    @action(detail=True, methods=["post"], filterset_class=None)
+    def reassign(self, request, pk=None):
+        """A new `recipient_role` (marking group), with a `reason`."""
+        data = self._data()
+        if "recipient_role" not in data:
+            raise ValidationError_({"recipient_role": ["This field is required."]})
+        return self._transition(query_reassign, recipient=data["recipient_role"], reason=data["reason"])
+
+    @extend_schema(request=QueryBulkSerializer, responses=QuerySerializer(many=True), filters=False)
+    @action(detail=False, methods=["post"], filterset_class=None, pagination_class=None)
+    def bulk(self, request):
+        """One `action` (release, close, cancel, discard, reassign) with one `reason` on the queries
+        `ids`: all or nothing; a refused row refuses the batch, its id in `extra.query`."""
+        data = _valid(QueryBulkSerializer, request.data)
+        ids = set(data["ids"])
+        queries = list(self.get_queryset().filter(pk__in=ids))
+        missing = sorted(ids - {q.pk for q in queries})
+        if missing:  # the same answer for another site's query and one that does not exist
+            return error_response(f"Query {missing[0]}: no such query.", query=missing[0],
+                                  reasons=["No such query."])
+        options = {}
+        if data["action"] == "close" and "resolution" in data:
+            options["resolution"] = data["resolution"]
+        if data["action"] == "reassign":
+            if "recipient_role" not in data:
+                raise ValidationError_({"recipient_role": ["This field is required."]})
+            options["recipient"] = data["recipient_role"]
+        try:
+            done = queries_bulk(queries=queries, actor=request.user, action=data["action"], reason=data["reason"],
+                                **options)
+        except TransitionRefused as error:
+            return _refused(error)
+        fresh = self.get_queryset().filter(pk__in=[q.pk for q in done]).order_by("pk")
+        return Response(QuerySerializer(fresh, many=True).data)
 
 
 class EditCheckSerializer(serializers.ModelSerializer):

@@ -7,8 +7,10 @@ def _edit_checks_from_import(sender, run, **kwargs) -> None:
     from queries.services import edit_checks_generate  # noqa: PLC0415 (apps are loading)
 
     if run.study is not None:
-        edit_checks_generate(study=run.study, actor=run.actor,
-                             reason=f"Generated from the metadata of import {run.record.pk}")
+        counts = edit_checks_generate(study=run.study, actor=run.actor,
+                                      reason=f"Generated from the metadata of import {run.record.pk}")
+        for skipped in counts["skipped"]:
+            run.warn(f"Edit check {skipped['code']} not generated: {skipped['reason']}", where="metadata")
 
 
 class QueriesConfig(AppConfig):

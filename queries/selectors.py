@@ -13,6 +13,8 @@ CANDIDATE_READERS = (Role.DATA_MANAGER, Role.SPONSOR, Role.AUDITOR)
 
 
 def query_list(*, user) -> QuerySet[Query]:
+    if not user.is_authenticated:
+        return Query.objects.none()
     queries = Query.objects.filter(site__in=site_list(user=user)).select_related("site", "subject", "data_point")
     if user.is_superuser:
         return queries

@@ -1,5 +1,5 @@
 """Writes of the queries app: edit checks (versioned, audited), their generation from the study
-metadata, analyzer passes, and closing a query with its resolution."""
+metadata, and analyzer passes. A query's lifecycle is in queries.lifecycle."""
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from queries.checks import engine
 from queries.checks.lab_limits import item_analyte
-from queries.models import AnalyzerPass, EditCheck, Query, QueryMessage
+from queries.models import AnalyzerPass, EditCheck
 from studies.audit import set_audit
 from studies.models import ItemDefinition, Study, VisitDefinition
 
@@ -40,7 +40,9 @@ def _generated(study: Study) -> list[dict]:
     wanted = []
     for item in ItemDefinition.objects.filter(study=study).select_related("form").order_by("order", "pk"):
         label = f"{item.label} ({item.oid})"[:200]
-        if item.range_low is not None or item.range_high is not None:
+        numeric = item.data_type in (ItemDefinition.DataType.INTEGER, ItemDefinition.DataType.FLOAT)
+        # A RangeCheck on a text item (ODM allows it) compares strings: not a range of values
+        if numeric and (item.range_low is not None or item.range_high is not None):
             wanted.append({"code": f"RNG-{item.oid}", "name": f"{label}: within range", "rule_type": "range",
                            "item": item, "params": {"low": item.range_low, "high": item.range_high, "kind": "hard",
                                                     "units": item.units}, "source": EditCheck.Source.METADATA})
@@ -53,7 +55,6 @@ def _generated(study: Study) -> list[dict]:
         if item.data_type in (ItemDefinition.DataType.DATE, ItemDefinition.DataType.DATETIME):
             wanted.append({"code": f"FUT-{item.oid}", "name": f"{label}: not in the future",
                            "rule_type": "future_date", "item": item, "params": {}, "source": EditCheck.Source.LIBRARY})
-        numeric = item.data_type in (ItemDefinition.DataType.INTEGER, ItemDefinition.DataType.FLOAT)
         analyte = item_analyte(item) if numeric else None
         if analyte is not None:
             wanted.append({"code": f"LAB-{item.oid}", "name": f"{label}: physiologically possible",
@@ -72,23 +73,30 @@ def edit_checks_generate(*, study: Study, actor, reason: str) -> dict:
     """Create or update the study's generated checks (never those written for the study); a
     generated check the metadata no longer implies is deactivated, not deleted. Idempotent:
     unchanged metadata writes nothing."""
-    counts = {"created": 0, "updated": 0, "deactivated": 0}
+    counts = {"created": 0, "updated": 0, "deactivated": 0, "skipped": []}
     stored = {c.code: c for c in EditCheck.objects.filter(study=study).exclude(source=EditCheck.Source.MANUAL)}
     wanted = _generated(study)
     for spec in wanted:
         check = stored.get(spec["code"])
-        if check is None:
-            check = EditCheck(study=study, **spec)
-            edit_check_save(check=check, actor=actor, reason=reason)
-            counts["created"] += 1
-            continue
-        before = (check.name, check.rule_type, check.item_id, check.params, check.active)
-        check.name, check.rule_type, check.item, check.active = spec["name"], spec["rule_type"], spec["item"], True
-        check.params = {**check.params, **spec["params"]}
-        check.full_clean()  # normalises params, so an unchanged rule compares equal
-        if (check.name, check.rule_type, check.item_id, check.params, check.active) != before:
-            edit_check_save(check=check, actor=actor, reason=reason)
-            counts["updated"] += 1
+        try:
+            # A rule the metadata implies but that cannot be checked (a codelist with no codes...)
+            # is skipped with its reason: metadata never fails an import through its edit checks.
+            with transaction.atomic():
+                if check is None:
+                    edit_check_save(check=EditCheck(study=study, **spec), actor=actor, reason=reason)
+                    counts["created"] += 1
+                    continue
+                before = (check.name, check.rule_type, check.item_id, check.params, check.active)
+                check.name, check.rule_type, check.item, check.active = (spec["name"], spec["rule_type"],
+                                                                         spec["item"], True)
+                check.params = {**check.params, **spec["params"]}
+                check.full_clean()  # normalises params, so an unchanged rule compares equal
+                if (check.name, check.rule_type, check.item_id, check.params, check.active) != before:
+                    edit_check_save(check=check, actor=actor, reason=reason)
+                    counts["updated"] += 1
+        except ValidationError as error:
+            counts["skipped"].append({"code": spec["code"], "reason": "; ".join(
+                message for messages in error.message_dict.values() for message in messages)})
     codes = {spec["code"] for spec in wanted}
     for code, check in stored.items():
         if code not in codes and check.active:
@@ -105,23 +113,3 @@ def analyzer_run(*, study: Study, actor, full: bool | None = None, threshold: fl
         edit_checks_generate(study=study, actor=actor, reason="Generated from the study metadata")
     return engine.analyzer_pass(study=study, actor=actor, full=full,
                                 threshold=engine.DEFAULT_THRESHOLD if threshold is None else threshold)
-
-
-def query_close(*, query: Query, actor, reason: str, resolution: str = Query.Resolution.OTHER) -> Query:
-    """Close a query with how it ended; "data confirmed correct" teaches the analyzer (its rule
-    at that site is trusted less, the same value is not queried again)."""
-    if not (reason or "").strip():
-        raise ValidationError({"reason": "Closing a query needs a reason."})
-    if resolution not in Query.Resolution.values:
-        raise ValidationError({"resolution": f"Unknown resolution {resolution!r}."})
-    with transaction.atomic():
-        query = Query.objects.select_for_update().get(pk=query.pk)
-        if query.state in (Query.State.CLOSED, Query.State.CANCELLED):
-            raise ValidationError({"state": f"The query is already {query.get_state_display().lower()}."})
-        query.state, query.resolution, query.closed_at = Query.State.CLOSED, resolution, timezone.now()
-        set_audit(query, actor=actor, reason=reason)
-        query.save()
-        message = QueryMessage(query=query, kind=QueryMessage.Kind.CLOSE, author=actor, text=reason)
-        set_audit(message, actor=actor, reason=reason)
-        message.save()
-    return query

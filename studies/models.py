@@ -138,6 +138,10 @@ class Subject(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.SCREENING)
     consent_date = models.DateField(null=True, blank=True)
     enrolment_date = models.DateField(null=True, blank=True)
+    # The span of participation as the EDC records it (time on study for the KRIs); unknown for
+    # sources that do not give it (then enrolment to the last visit stands in)
+    first_participation_date = models.DateField(null=True, blank=True)
+    last_participation_date = models.DateField(null=True, blank=True)
 
     objects = AuditedManager()
     history = HistoricalRecords()

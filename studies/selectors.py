@@ -28,9 +28,12 @@ from studies.models import (
 CAPABILITIES: dict[str, frozenset[str]] = {
     Role.SPONSOR: frozenset({"manage_study", "import_data", "read_imports", "run_workflow", "manage_edit_checks",
                              "review_discrepancies"}),
-    Role.DATA_MANAGER: frozenset({"raise_query", "close_query", "run_workflow", "import_data", "read_imports",
-                                  "manage_edit_checks", "review_discrepancies"}),
-    Role.CRA: frozenset({"raise_query", "close_query", "verify_source", "report_deviation", "review_discrepancies"}),
+    Role.DATA_MANAGER: frozenset({"raise_query", "close_query", "release_query", "cancel_query", "reassign_query",
+                                  "run_workflow", "import_data", "read_imports", "manage_edit_checks",
+                                  "review_discrepancies"}),
+    # A CRA cancels only the queries they raised themselves (queries.lifecycle).
+    Role.CRA: frozenset({"raise_query", "close_query", "cancel_own_query", "reassign_query", "verify_source",
+                         "report_deviation", "review_discrepancies"}),
     Role.SITE_COORDINATOR: frozenset({"enter_data", "answer_query", "report_deviation"}),
     Role.INVESTIGATOR: frozenset({"enter_data", "answer_query", "report_deviation", "sign"}),
     Role.MEDICAL_MONITOR: frozenset({"review_safety", "review_discrepancies"}),

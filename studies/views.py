@@ -15,6 +15,7 @@ from django.views.decorators.vary import vary_on_headers
 
 from queries.models import Query
 from queries.selectors import query_list
+from sdv.selectors import risk_readable
 from studies.audit import ReasonRequired
 from studies.forms import COMMON_CHANGE_REASONS, DataPointChangeForm, SubjectFilterForm
 from studies.models import Role
@@ -89,6 +90,7 @@ def study_detail_view(request, pk: int):
         roles = ["Superuser"]
     context |= {"sites": site_rows, "totals": totals, "roles": roles,
                 "can_read_imports": study_user_can(user=request.user, capability="read_imports", study=study),
+                "can_read_risk": risk_readable(user=request.user, study=study),
                 "can_review": study_user_can_at_a_site(user=request.user, capability="review_discrepancies",
                                                       study=study)}
     return render(request, "studies/study_detail.html", context)

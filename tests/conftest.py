@@ -35,5 +35,8 @@ def worker():
     from agents.worker import in_process_worker
     from config.celery_app import app
 
+    # Tasks queued by earlier tests that had no worker (their runs are gone with their database)
+    # must not run against this module's data.
+    app.control.purge()
     with in_process_worker(app) as started:
         yield started

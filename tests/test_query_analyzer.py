@@ -8,12 +8,14 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
 
+from agents.services import agent_config_set
 from queries.checks.engine import analyzer_pass
+from queries.lifecycle import query_close, query_release
 from queries.models import AnalyzerPass, Discrepancy, EditCheck, Query
-from queries.services import edit_check_save, edit_checks_generate, query_close
+from queries.services import edit_check_save, edit_checks_generate
 from studies.audit import system_account
-from studies.models import DataPoint, ItemDefinition
-from studies.services import data_point_update
+from studies.models import DataPoint, ItemDefinition, Role
+from studies.services import data_point_update, membership_grant
 from tests.factories import (
     FormDefinitionFactory,
     ItemDefinitionFactory,
@@ -238,6 +240,20 @@ def test_a_serious_ae_needs_its_own_sae_record_with_record_scope(world):
     assert [d.data_point_id for d in world.found("SAE-RECORD")] == [second.pk]
 
 
+def test_metadata_that_implies_no_checkable_rule_is_skipped_with_its_reason(world):
+    world.items["AE.AETERM"].range_low = 1  # ODM allows a RangeCheck on text: not a range of values
+    world.items["AE.AETERM"].save()
+    world.items["SAE.SAEDAT"].codelist = [{"decode": "no code"}]  # a codelist without codes
+    world.items["SAE.SAEDAT"].save()
+
+    counts = edit_checks_generate(study=world.study, actor=world.actor, reason="metadata")
+
+    assert not EditCheck.objects.filter(code__in=["RNG-AE.AETERM", "CL-SAE.SAEDAT"]).exists()
+    assert [s["code"] for s in counts["skipped"]] == ["CL-SAE.SAEDAT"]
+    assert "no codelist" in counts["skipped"][0]["reason"]
+    assert EditCheck.objects.filter(code="RNG-VS.SYSBP").exists()  # the rest is generated
+
+
 def test_lab_values_impossible_unit_error_or_clinical_signal(world):
     edit_checks_generate(study=world.study, actor=world.actor, reason="metadata")
     assert EditCheck.objects.get(code="LAB-LB.K").params["analyte"]
@@ -254,7 +270,10 @@ def test_lab_values_impossible_unit_error_or_clinical_signal(world):
     assert by_point[signal.pk].disposition == "medical_review" and by_point[signal.pk].query is None
     assert by_point[signal.pk].category == "safety"
     assert by_point[impossible.pk].disposition == "query" and by_point[impossible.pk].severity == "critical"
-    assert Query.objects.filter(data_point=impossible, rule_code="LAB-LB.K", state="open").count() == 1
+    # A candidate for data-manager review (no auto-release policy), in the site's language
+    (query,) = Query.objects.filter(data_point=impossible, rule_code="LAB-LB.K")
+    assert (query.state, query.language, query.text_origin) == ("candidate", world.site.language, "template")
+    assert "45" in query.text and not query.messages.exists()  # its question enters the thread on release
     assert not Query.objects.filter(data_point=signal).exists()
 
 
@@ -351,6 +370,7 @@ def test_a_rule_failing_at_run_time_is_reported_and_the_others_still_run(world):
 
 def test_two_passes_raise_one_query_and_a_confirmed_value_stays_quiet_until_it_changes(world):
     dm = UserFactory()
+    membership_grant(user=dm, study=world.study, role=Role.DATA_MANAGER)
     world.check("DIA-MAX", "range", "VS.DIABP", high=100)
     subject = world.subject()
     point = world.value(subject, "VS.DIABP", "120")
@@ -361,8 +381,9 @@ def test_two_passes_raise_one_query_and_a_confirmed_value_stays_quiet_until_it_c
     (found,) = world.found("DIA-MAX")
     query = found.query
     assert (first.counts["queries_raised"], second.counts["queries_raised"], second.counts["new"]) == (1, 0, 0)
-    assert query.state == "open" and query.history.first().history_user == world.actor
+    assert query.state == "candidate" and query.history.first().history_user == world.actor
     assert "120" in query.text and subject.subject_id not in query.text
+    query = query_release(query=query, actor=dm)
 
     point = data_point_update(data_point=point, actor=dm, raw_value="130", reason="typo", expected_version=1)
     world.run()
@@ -377,26 +398,51 @@ def test_two_passes_raise_one_query_and_a_confirmed_value_stays_quiet_until_it_c
     world.run()
     found.refresh_from_db()
     assert found.disposition == "query" and found.query_id != query.pk
-    assert Query.objects.filter(rule_code="DIA-MAX", state="open").count() == 1
+    assert Query.objects.filter(rule_code="DIA-MAX", state="candidate").count() == 1
 
 
-def test_a_corrected_value_resolves_its_discrepancy(world):
+def test_a_policy_releases_confident_findings_to_the_site_with_a_due_date(world):
+    agent_config_set(agent="QueryGenerator", study_id=world.study.pk, enabled=True, actor=world.actor,
+                     config={"auto_release": [{"category": "range", "min_confidence": 0.95}]})
+    world.check("DIA-MAX", "range", "VS.DIABP", high=100)  # hard range: confidence 0.99
+    world.check("DIA-LOW", "range", "VS.SYSBP", low=130, kind="soft")  # soft: 0.75, stays a candidate
+    subject = world.subject()
+    world.value(subject, "VS.DIABP", "120")
+    world.value(subject, "VS.SYSBP", "110")
+
+    world.run()
+
+    released, candidate = (Discrepancy.objects.get(edit_check__code=code).query for code in ("DIA-MAX", "DIA-LOW"))
+    assert (released.state, candidate.state) == ("open", "candidate")
+    assert released.due_date is not None and released.released_at is not None and candidate.due_date is None
+    assert list(released.messages.values_list("kind", flat=True)) == ["question"]
+
+
+def test_a_corrected_value_resolves_its_discrepancy_and_closes_its_query(world):
+    agent_config_set(agent="QueryGenerator", study_id=world.study.pk, enabled=True, actor=world.actor,
+                     config={"auto_release": [{"category": "range", "min_confidence": 0.9}]})
     world.check("DIA-MAX", "range", "VS.DIABP", high=100)
     subject = world.subject()
     point = world.value(subject, "VS.DIABP", "120")
     world.run()
+    query = Discrepancy.objects.get(edit_check__code="DIA-MAX").query
 
     data_point_update(data_point=point, actor=UserFactory(), raw_value="80", reason="typo", expected_version=1)
     done = world.run()
 
-    assert not done.full and done.counts["resolved"] == 1
+    assert not done.full and done.counts["resolved"] == 1 and done.counts["queries_auto_closed"] == 1
     assert Discrepancy.objects.get(edit_check__code="DIA-MAX").status == "resolved"
+    query.refresh_from_db()
+    assert (query.state, query.resolution) == (Query.State.CLOSED, Query.Resolution.CORRECTED)
+    audit = query.history.first()
+    assert audit.history_user == world.actor and "DIA-MAX passes" in audit.history_change_reason
 
 
 def test_confirmed_correct_history_at_a_site_lowers_confidence_below_the_threshold(world):
     world.check("DIA-MAX", "range", "VS.DIABP", high=100)
     subject = world.subject()
     dm = UserFactory()
+    membership_grant(user=dm, study=world.study, role=Role.DATA_MANAGER)
     for n in range(4):  # four earlier queries of this rule at this site, all false alarms
         query = Query(study=world.study, site=world.site, subject=subject, rule_code="DIA-MAX", text=f"old {n}",
                       origin=Query.Origin.RULE)

@@ -177,8 +177,9 @@ def test_a_data_manager_runs_the_analyzer_through_its_workflow_on_a_worker(worke
         time.sleep(0.1)
     assert run.status == Status.SUCCEEDED, run.steps.values("error")
     assert Discrepancy.objects.filter(study=study, edit_check__code="HIGH").count() == 2
-    step = run.steps.get()
+    step = run.steps.get(key="analyze")
     assert step.output["studies"][study.protocol_id]["counts"]["queries_raised"] == 2
+    assert run.steps.get(key="generate").status == Status.SUCCEEDED  # the candidates' texts, re-read
     refused = client_for(world.users[Role.CRA]).post(f"/api/v1/discrepancies/run/?study={study.pk}")
     assert refused.status_code == 403  # a CRA reviews the findings of their sites, does not run the analyzer
     assert AgentRun.objects.filter(workflow="data_review").count() == 1
@@ -201,3 +202,14 @@ def test_run_agent_runs_the_query_analyzer_from_the_command_line():
     found = Discrepancy.objects.filter(study=study, edit_check__code="HIGH")
     assert found.count() == 2 and all(d.query_id for d in found)
     assert run.steps.get().output["studies"][study.protocol_id]["full"] is True
+
+
+def test_the_study_page_links_the_review_pages_each_role_may_open(world, client):
+    study = world.studies["A"]
+    client.force_login(world.users[Role.DATA_MANAGER])
+    page = client.get(f"/studies/{study.pk}/").content.decode()
+    assert f"/studies/{study.pk}/discrepancies/" in page and f"/studies/{study.pk}/risk/" in page
+    client.force_login(world.users[Role.SITE_COORDINATOR])
+    page = client.get(f"/studies/{study.pk}/").content.decode()
+    assert f"/studies/{study.pk}/discrepancies/" not in page and f"/studies/{study.pk}/risk/" not in page
+    assert client.get(f"/studies/{study.pk}/risk/").status_code == 404

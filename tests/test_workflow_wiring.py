@@ -68,8 +68,22 @@ def test_a_successful_import_starts_the_workflows_declaring_on_import(worker):
     run = AgentRun.objects.get(workflow="test_after_import")
     assert (run.study_id, run.trigger, run.triggered_by) == (study.pk, AgentRun.Trigger.IMPORT, None)
     assert run_wait(run_id=run.pk, timeout=TIMEOUT).status == Status.SUCCEEDED
-    # A workflow without the on_import trigger is not started.
+    # A workflow without the on_import trigger is not started (nor, in tests, the built-in ones).
     assert not AgentRun.objects.exclude(workflow="test_after_import").exists()
+
+
+def test_an_import_starts_the_built_in_data_review_and_risk_review(worker, settings):
+    settings.BUILTIN_WORKFLOWS_ON_IMPORT = True
+    study = StudyFactory()
+    SiteFactory(study=study)
+
+    record = import_into(study)
+
+    assert record.status == Import.Status.SUCCEEDED
+    started = {run.workflow: run for run in AgentRun.objects.filter(study_id=study.pk)}
+    assert set(started) == {"data_review", "risk_review"}
+    for run in started.values():
+        assert run_wait(run_id=run.pk, timeout=TIMEOUT * 4).status == Status.SUCCEEDED, run.error
 
 
 def test_a_failed_import_starts_nothing(worker):

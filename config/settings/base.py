@@ -145,6 +145,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # One name for the marking-group choices, whether a field is called recipient or recipient_role
+    "ENUM_NAME_OVERRIDES": {"RecipientEnum": "queries.models.Query.Recipient"},
 }
 
 # --- Audit -------------------------------------------------------------------------------------
@@ -240,6 +242,23 @@ IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 512 * 1024 * 1024, minimum=1024)
 # --- Product ------------------------------------------------------------------------------------
 DEMO_PASSWORD = env_str("DEMO_PASSWORD", "demo")
 SHARED_DATA_DIR = Path(env_str("TRIALOPS_SHARED_DATA", str(BASE_DIR.parent / "shared" / "data")))
+# Absolute links in e-mails (query reminders) point here.
+TRIALOPS_BASE_URL = (env_url("TRIALOPS_BASE_URL", ("http", "https")) or "http://localhost:8000").rstrip("/")
+
+# --- E-mail (query reminders and escalations) ---------------------------------------------------
+# No EMAIL_HOST: messages go to the console (the worker's log), so a dev set-up works without a mail
+# server; set EMAIL_HOST (or EMAIL_BACKEND) to send. Tests use Django's locmem backend.
+EMAIL_HOST = env_str("EMAIL_HOST", "") or ""
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "") or (
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "") or ""
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "") or ""
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "TrialOps <no-reply@trialops.localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # --- Vendor EDC connections (studies.edc) -----------------------------------------------------
 # Credentials are named per connection by its prefix (EdcConnection.credentials_env), e.g.

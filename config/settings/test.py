@@ -12,3 +12,7 @@ LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 # Serve static files from the app directories without collectstatic (whitenoise's dev mode).
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+
+# Imports do not start the built-in on_import workflows (data_review, risk_review) unless a test
+# asks for it: their runs would outlive the test that imported and meet the next one's database.
+BUILTIN_WORKFLOWS_ON_IMPORT = False

@@ -31,7 +31,10 @@ from django.utils import timezone
 from queries.checks.context import Context, changed_since
 from queries.checks.evaluate import EVALUATORS, FINDING_COLUMNS
 from queries.checks.rules import PROPERTIES, category_of, confidence_base
+from queries.generator import candidate_policy_for, query_texts_for_findings
+from queries.lifecycle import queries_auto_close
 from queries.models import AnalyzerPass, Discrepancy, EditCheck, Query, QueryMessage
+from queries.sla import query_due_date
 from studies.audit import audited_bulk_create
 from studies.ingest.copy import copy_frame, is_postgresql
 from studies.models import Study, Subject
@@ -198,12 +201,19 @@ def _store(found: pd.DataFrame, *, checks: list[EditCheck], ctx: Context, actor,
     inserted = _insert(new, query_ids, checks_by_id, now)
     updated = _update(changed, query_ids, checks_by_id, now)
     resolved = 0
+    auto_closed = 0
     if not gone.empty:
         resolved = Discrepancy.objects.filter(pk__in=gone["id_stored"].astype("int64").tolist()).update(
             status=Discrepancy.Status.RESOLVED, resolved_at=now, changed_at=now)
+        # A system query whose value was corrected and whose rule now passes closes itself
+        gone_queries = gone["query_id_stored"].dropna().astype("int64").unique().tolist()
+        if gone_queries:
+            auto_closed = len(queries_auto_close(queries=Query.objects.filter(pk__in=gone_queries), actor=actor,
+                                                 reason="QueryAnalyzer pass"))
     dispositions = found["disposition"].value_counts() if len(found) else pd.Series(dtype=int)
     counts = {"found": int(len(found)), "new": inserted, "changed": updated, "resolved": resolved,
               "queries_raised": len(query_ids.get("created", [])),
+              "queries_auto_closed": auto_closed,
               "held_back": int(dispositions.get(Discrepancy.Disposition.HELD_BACK, 0)),
               "medical_review": int(dispositions.get(Discrepancy.Disposition.MEDICAL_REVIEW, 0))}
     if len(found):
@@ -218,47 +228,59 @@ def _query_states(ids: list[int]) -> dict[int, tuple[str, str]]:
 
 def _queries_raise(rows: pd.DataFrame, checks: dict[int, EditCheck], ctx: Context, actor) -> dict:
     """A query per finding to raise, unless one is already active for the same data point (or
-    subject, for findings without one) and rule: then the finding points at that one."""
+    subject, for findings without one) and rule: then the finding points at that one.
+
+    The text comes from the QueryGenerator's templates in the site's language. A query starts as
+    a Candidate for data-manager review, unless the study's policy releases its category at its
+    confidence (then it is Open, with its question in the thread and an SLA due date); a text
+    that fails the compliance check always waits for a person."""
     if rows.empty:
         return {}
     codes = {checks[int(c)].code for c in rows["check_id"]}
     active = Query.objects.filter(study=ctx.study, rule_code__in=codes, state__in=ACTIVE_QUERY_STATES)
     by_point = {(q.data_point_id, q.rule_code): q.pk for q in active if q.data_point_id}
     by_subject = {(q.subject_id, q.rule_code): q.pk for q in active if not q.data_point_id}
-    mapping, to_create = {}, []
-    for row in rows.itertuples(index=False):  # the findings that raise a query: a few per pass
+    mapping, new = {}, []
+    for position, row in enumerate(rows.itertuples(index=False)):
         check = checks[int(row.check_id)]
         point = None if pd.isna(row.data_point_id) else int(row.data_point_id)
         existing = by_point.get((point, check.code)) if point else by_subject.get((int(row.subject_id), check.code))
         if existing:
             mapping[(row.check_id, row.key)] = existing
-            continue
-        to_create.append((row, Query(
-            study=ctx.study, site_id=int(row.site_id), subject_id=int(row.subject_id), data_point_id=point,
+        else:
+            new.append(position)
+    rows = rows.iloc[new]
+    if rows.empty:
+        return mapping
+    texts = query_texts_for_findings(study=ctx.study, findings=rows, checks=checks, items=ctx.items)
+    policy = candidate_policy_for(study=ctx.study)
+    to_create = []
+    for row in rows.itertuples(index=False):  # the findings that raise a query: a few per pass
+        check = checks[int(row.check_id)]
+        written = texts[(int(row.check_id), row.key)]
+        release = written.compliant and policy.allows_release(category=row.category, confidence=float(row.confidence))
+        query = Query(
+            study=ctx.study, site_id=int(row.site_id), subject_id=int(row.subject_id),
+            data_point_id=None if pd.isna(row.data_point_id) else int(row.data_point_id),
             origin=Query.Origin.RULE, rule_code=check.code, category=row.category, severity=row.severity,
-            state=Query.State.OPEN, recipient=Query.Recipient.SITE, text=query_text(row, check, ctx),
-            language="en", text_origin=Query.TextOrigin.TEMPLATE, released_at=ctx.now, created_by=actor)))
-    created = audited_bulk_create([q for _, q in to_create], actor=actor,
-                                  reason="Raised by the QueryAnalyzer (edit check failed)")
+            state=Query.State.OPEN if release else Query.State.CANDIDATE, recipient=Query.Recipient.SITE,
+            text=written.text, language=written.language, text_origin=written.text_origin,
+            prompt_version=written.prompt_version, released_at=ctx.now if release else None, created_by=actor)
+        if release:
+            query.due_date = query_due_date(query=query, start=ctx.now)
+        to_create.append((row, query))
+    reason = "Raised by the QueryAnalyzer (edit check failed)"
+    created = audited_bulk_create([q for _, q in to_create], actor=actor, reason=reason)
     if created and created[0].pk is None:  # databases that do not return ids from a bulk insert
         created = list(Query.objects.filter(study=ctx.study, created_by=actor).order_by("-pk")[:len(created)])[::-1]
+    # A candidate's question enters the thread when it is released (queries.lifecycle)
     audited_bulk_create([QueryMessage(query=q, kind=QueryMessage.Kind.QUESTION, author=actor, text=q.text)
-                         for q in created], actor=actor, reason="Raised by the QueryAnalyzer (edit check failed)")
+                         for q in created if q.state == Query.State.OPEN], actor=actor, reason=reason)
     for (row, _), query in zip(to_create, created, strict=True):
         mapping[(row.check_id, row.key)] = query.pk
     mapping["created"] = [q.pk for q in created]
+    mapping["released"] = [q.pk for q in created if q.state == Query.State.OPEN]
     return mapping
-
-
-def query_text(row, check: EditCheck, ctx: Context) -> str:
-    """A neutral, specific first text (English): what was found and where, asking to verify
-    against source; never a suggested value, never a patient identifier. The QueryGenerator
-    writes the site's-language version."""
-    item = ctx.items.get(int(row.item_id)) if not pd.isna(row.item_id) else None
-    where = f"{item.label} ({item.oid})" if item else "This visit"
-    observed = f"the recorded value is {row.observed}" if row.observed else "no value is recorded"
-    return (f"{where}: {observed}; the check {check.name} expects {row.expected}. "
-            "Please verify against the source document and correct the entry or confirm it is correct.")
 
 
 def _values(rows: pd.DataFrame, query_ids: dict, checks: dict, now) -> list[dict]:

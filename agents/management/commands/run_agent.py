@@ -1,6 +1,8 @@
 """Run one registered agent as a one-step run and wait for it:
-`python manage.py run_agent NAME [--study ID] [--config JSON]`. Exits non-zero when it failed."""
+`python manage.py run_agent NAME [--study ID] [--config JSON] [--snapshot YYYY-MM-DD]`. Exits
+non-zero when it failed."""
 
+import datetime
 import json
 
 from django.core.management.base import BaseCommand, CommandError
@@ -20,9 +22,12 @@ class Command(BaseCommand):
         parser.add_argument("name", help="agent name, e.g. ping (see list_agents)")
         parser.add_argument("--study", type=int, default=None, help="study id the run is about")
         parser.add_argument("--config", default="{}", help="the step's config, as a JSON object")
+        parser.add_argument("--snapshot", default=None,
+                            help="the data cut-off date, YYYY-MM-DD (agents that take one: RiskAssessment)")
         parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
 
-    def handle(self, *args, name: str, study: int | None, config: str, timeout: float, **options):
+    def handle(self, *args, name: str, study: int | None, config: str, timeout: float, snapshot: str | None = None,
+               **options):
         try:
             get_agent(name)
             step_config = json.loads(config)
@@ -32,6 +37,11 @@ class Command(BaseCommand):
             raise CommandError(f"--config is not JSON: {exc}")
         if not isinstance(step_config, dict):
             raise CommandError("--config must be a JSON object")
+        if snapshot is not None:
+            try:
+                step_config["snapshot"] = datetime.date.fromisoformat(snapshot).isoformat()
+            except ValueError:
+                raise CommandError(f"--snapshot must be a date, YYYY-MM-DD (got {snapshot!r})") from None
 
         def start() -> AgentRun:
             try:
