@@ -122,12 +122,14 @@ def _required(value: str, message: str, query: Query | None = None) -> str:
     return value
 
 
-def _locked(query: Query) -> Query:
+def query_locked(query: Query) -> Query:
+    """The query, locked for a transition (in the caller's transaction)."""
     # of=self: lock the query row only, not its site and study (the analyzer locks the study row).
     return Query.objects.select_for_update(of=("self",)).select_related("site", "study").get(pk=query.pk)
 
 
-def _save(query: Query, *, actor, reason: str, kind: str | None = None, text: str = "") -> Query:
+def query_record(query: Query, *, actor, reason: str, kind: str | None = None, text: str = "") -> Query:
+    """Save a transition: the audited query row and, with `kind`, its message in the thread."""
     set_audit(query, actor=actor, reason=reason)
     query.save()
     if kind:
@@ -135,10 +137,6 @@ def _save(query: Query, *, actor, reason: str, kind: str | None = None, text: st
         set_audit(message, actor=actor, reason=reason)
         message.save()
     return query
-
-
-def _due_date(query: Query, start):
-    return query_due_date(query=query, start=start)
 
 
 def _compliance_context(subject: Subject, data_point: DataPoint | None) -> dict:
@@ -215,28 +213,28 @@ def query_create(*, actor, study, subject: Subject, data_point: DataPoint | None
                   released_at=None if is_candidate else now)
     with transaction.atomic():
         if not is_candidate:
-            query.due_date = _due_date(query, now)
-        return _save(query, actor=actor, reason=reason, kind=None if is_candidate else QueryMessage.Kind.QUESTION,
-                     text=text)
+            query.due_date = query_due_date(query=query, start=now)
+        return query_record(query, actor=actor, reason=reason,
+                            kind=None if is_candidate else QueryMessage.Kind.QUESTION, text=text)
 
 
 def query_release(*, query: Query, actor, reason: str = "") -> Query:
     """Candidate -> Open: the site sees it from now on (its question enters the thread) and the
     SLA clock starts."""
     with transaction.atomic():
-        query = _locked(query)
+        query = query_locked(query)
         _check(actor, query, "release")
         now = timezone.now()
         query.state, query.released_at = Query.State.OPEN, now
-        query.due_date = _due_date(query, now)
-        return _save(query, actor=actor, reason=(reason or "").strip() or "Released to the site",
-                     kind=QueryMessage.Kind.QUESTION, text=query.text)
+        query.due_date = query_due_date(query=query, start=now)
+        return query_record(query, actor=actor, reason=(reason or "").strip() or "Released to the site",
+                            kind=QueryMessage.Kind.QUESTION, text=query.text)
 
 
 def query_edit(*, query: Query, actor, text: str, reason: str) -> Query:
     """Change a candidate's text before release; the draft stays in the history."""
     with transaction.atomic():
-        query = _locked(query)
+        query = query_locked(query)
         _check(actor, query, "edit")
         text = _required(text, "The new text is empty.", query)
         reason = _required(reason, "Editing a query needs a reason.", query)
@@ -244,70 +242,70 @@ def query_edit(*, query: Query, actor, text: str, reason: str) -> Query:
             raise TransitionRefused("The text is unchanged.", query_id=query.pk)
         _check_text(text, query)
         query.text, query.text_origin = text, Query.TextOrigin.PERSON
-        return _save(query, actor=actor, reason=reason)
+        return query_record(query, actor=actor, reason=reason)
 
 
 def query_discard(*, query: Query, actor, reason: str) -> Query:
     """Candidate -> Cancelled: never shown to the site."""
     with transaction.atomic():
-        query = _locked(query)
+        query = query_locked(query)
         _check(actor, query, "discard")
         reason = _required(reason, "Discarding a query needs a reason.", query)
         query.state, query.cancelled_at = Query.State.CANCELLED, timezone.now()
-        return _save(query, actor=actor, reason=reason, kind=QueryMessage.Kind.NOTE, text=f"Discarded: {reason}")
+        return query_record(query, actor=actor, reason=reason, kind=QueryMessage.Kind.NOTE, text=f"Discarded: {reason}")
 
 
 def query_answer(*, query: Query, actor, text: str) -> Query:
     with transaction.atomic():
-        query = _locked(query)
+        query = query_locked(query)
         _check(actor, query, "answer")
         text = _required(text, "An answer needs a text.", query)
         query.state, query.answered_at = Query.State.ANSWERED, timezone.now()
-        return _save(query, actor=actor, reason="Answered by the site", kind=QueryMessage.Kind.ANSWER, text=text)
+        return query_record(query, actor=actor, reason="Answered by the site", kind=QueryMessage.Kind.ANSWER, text=text)
 
 
 def query_requery(*, query: Query, actor, text: str) -> Query:
     """Answered -> Open: the answer is not accepted. A new question, so a new due date and the
     escalation ladder starts again from the site."""
     with transaction.atomic():
-        query = _locked(query)
+        query = query_locked(query)
         _check(actor, query, "requery")
         text = _required(text, "A re-query needs a text.", query)
         _check_text(text, query)
         now = timezone.now()
         query.state, query.escalation = Query.State.OPEN, Query.Escalation.SITE
-        query.due_date = _due_date(query, now)
-        return _save(query, actor=actor, reason="Re-queried: the answer was not accepted",
-                     kind=QueryMessage.Kind.REQUERY, text=text)
+        query.due_date = query_due_date(query=query, start=now)
+        return query_record(query, actor=actor, reason="Re-queried: the answer was not accepted",
+                            kind=QueryMessage.Kind.REQUERY, text=text)
 
 
 def query_close(*, query: Query, actor, reason: str, resolution: str = Query.Resolution.OTHER) -> Query:
     """Close a query with how it ended; "data confirmed correct" teaches the analyzer (its rule
     at that site is trusted less, the same value is not queried again)."""
     with transaction.atomic():
-        query = _locked(query)
+        query = query_locked(query)
         _check(actor, query, "close")
         reason = _required(reason, "Closing a query needs a reason.", query)
         if resolution not in Query.Resolution.values:
             raise TransitionRefused(f"Unknown resolution {resolution!r}.", query_id=query.pk)
         query.state, query.resolution, query.closed_at = Query.State.CLOSED, resolution, timezone.now()
-        return _save(query, actor=actor, reason=reason, kind=QueryMessage.Kind.CLOSE, text=reason)
+        return query_record(query, actor=actor, reason=reason, kind=QueryMessage.Kind.CLOSE, text=reason)
 
 
 def query_cancel(*, query: Query, actor, reason: str) -> Query:
     """Any state but Closed -> Cancelled: raised in error."""
     with transaction.atomic():
-        query = _locked(query)
+        query = query_locked(query)
         _check(actor, query, "cancel")
         reason = _required(reason, "Cancelling a query needs a reason.", query)
         query.state, query.cancelled_at = Query.State.CANCELLED, timezone.now()
-        return _save(query, actor=actor, reason=reason, kind=QueryMessage.Kind.NOTE, text=f"Cancelled: {reason}")
+        return query_record(query, actor=actor, reason=reason, kind=QueryMessage.Kind.NOTE, text=f"Cancelled: {reason}")
 
 
 def query_reassign(*, query: Query, actor, recipient: str, reason: str) -> Query:
     """Change the marking group (who must answer)."""
     with transaction.atomic():
-        query = _locked(query)
+        query = query_locked(query)
         _check(actor, query, "reassign")
         reason = _required(reason, "Reassigning a query needs a reason.", query)
         if recipient not in Query.Recipient.values:
@@ -316,8 +314,8 @@ def query_reassign(*, query: Query, actor, recipient: str, reason: str) -> Query
             raise TransitionRefused("The query already goes to that recipient.", query_id=query.pk)
         before = query.get_recipient_display()
         query.recipient = recipient
-        return _save(query, actor=actor, reason=reason, kind=QueryMessage.Kind.NOTE,
-                     text=f"Reassigned from {before} to {query.get_recipient_display()}: {reason}")
+        return query_record(query, actor=actor, reason=reason, kind=QueryMessage.Kind.NOTE,
+                            text=f"Reassigned from {before} to {query.get_recipient_display()}: {reason}")
 
 
 BULK_ACTIONS = {"release": (query_release, set()), "close": (query_close, {"resolution"}),
@@ -393,5 +391,5 @@ def queries_auto_close(*, queries, actor, reason: str) -> list[Query]:
                 query.state, query.closed_at = Query.State.CLOSED, now
                 query.resolution = Query.Resolution.CORRECTED
                 text, kind = f"Closed automatically: {why}{note}", QueryMessage.Kind.CLOSE
-            changed.append(_save(query, actor=actor, reason=text, kind=kind, text=text))
+            changed.append(query_record(query, actor=actor, reason=text, kind=kind, text=text))
     return changed

@@ -317,3 +317,47 @@ class Notification(models.Model):
 
     def __str__(self):
         return f"{self.kind} to {self.user_id}"
+
+
+class QueryEdcLink(models.Model):
+    """A query raised in a vendor EDC through one connection: the ledger of the push and of the
+    states pulled back (queries.edc). One row per (query, connection), claimed before the push, so
+    a query is raised once per connection even when two syncs race or one dies mid-way.
+
+    Pending: claimed, the EDC's id not yet recorded; `lease_until` keeps other syncs off while the
+    claimer pushes (null once a push failed: free to retry). Pushed: `remote_id` is the EDC's id."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Claimed, not yet confirmed by the EDC"
+        PUSHED = "pushed", "Raised in the EDC"
+
+    query = models.ForeignKey(Query, on_delete=models.PROTECT, related_name="edc_links")
+    connection = models.ForeignKey("studies.EdcConnection", on_delete=models.CASCADE, related_name="query_links")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    remote_id = models.CharField(max_length=128, blank=True, help_text="The query's id in the EDC")
+    state_pushed = models.CharField(max_length=16, choices=Query.State.choices, blank=True)
+    state_pulled = models.CharField(max_length=16, blank=True, help_text="The EDC's state at the last pull")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    claimed_at = models.DateTimeField(default=timezone.now)
+    pushed_at = models.DateTimeField(null=True, blank=True)
+    pulled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["connection", "query"]
+        constraints = [
+            models.UniqueConstraint(fields=["query", "connection"], name="query_edc_link_once"),
+            models.UniqueConstraint(fields=["connection", "remote_id"], condition=~Q(remote_id=""),
+                                    name="query_edc_link_remote_id_unique"),
+            models.CheckConstraint(condition=Q(status="pending") | ~Q(remote_id=""),
+                                   name="query_edc_link_pushed_has_remote_id"),
+        ]
+
+    @property
+    def local_id(self) -> str:
+        """The id sent with the push (Rave keeps it as the query's QueryRepeatKey)."""
+        return f"TQ-{self.query_id}"
+
+    def __str__(self):
+        return f"Query {self.query_id} in {self.connection_id} ({self.get_status_display()})"

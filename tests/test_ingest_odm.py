@@ -230,6 +230,15 @@ def test_a_rave_query_becomes_a_query_and_unknown_extensions_are_ignored(tmp_pat
     assert [m.kind for m in query.messages.all()] == ["question", "answer"]
 
 
+def test_a_query_we_raised_in_rave_is_not_imported_back_as_a_new_one(tmp_path, actor):
+    ours = ('<mdsol:Query QueryRepeatKey="TQ-41" Value="Weight: please verify against source." Status="Open"/>'
+            '<mdsol:Query QueryRepeatKey="2" Value="Weight above range, please verify." Status="Open"/>')
+    record = load(write_odm(tmp_path / "t.xml", subject_xml("001", item_tail=ours)), actor)
+
+    assert record.status == Import.Status.SUCCEEDED, record.errors
+    assert list(Query.objects.values_list("text", flat=True)) == ["Weight above range, please verify."]
+
+
 def test_the_command_prints_a_summary_and_fails_with_the_reason(tmp_path, actor, capsys):
     call_command("import_odm", str(write_odm(tmp_path / "t.xml", subject_xml("001"))))
     out = capsys.readouterr().out.strip()

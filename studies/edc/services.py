@@ -55,7 +55,8 @@ def edc_sync_release(*, connection_id: int) -> None:
 
 def edc_sync(*, connection: EdcConnection, actor=None, full: bool = False) -> list[Import]:
     """Pull metadata and the clinical data changed since the last successful pull (everything when
-    `full` or never pulled). The next pull starts from this one's start time only if all succeeded."""
+    `full` or never pulled). The next pull starts from this one's start time only if all succeeded.
+    Then released queries are pushed to the EDC and their states pulled back (queries.edc)."""
     actor = actor or edc_service_actor()
     started = timezone.now()
     since = None if full else connection.last_synced_at
@@ -70,6 +71,9 @@ def edc_sync(*, connection: EdcConnection, actor=None, full: bool = False) -> li
     if all(r.status == Import.Status.SUCCEEDED for r in records):
         EdcConnection.objects.filter(pk=connection.pk).update(last_synced_at=started)
         connection.last_synced_at = started
+    from queries.edc import queries_edc_sync  # noqa: PLC0415 (queries builds on studies, not the reverse)
+
+    queries_edc_sync(connection=connection, actor=actor, adapter=adapter)
     return records
 
 

@@ -318,7 +318,10 @@ class OdmLoader:
             elif name == "DiscrepancyNotes" and ns.startswith(OPENCLINICA_PREFIX):
                 item.queries.extend(self._oc_notes(child))
             elif name == "Query" and ns.startswith(MDSOL_PREFIX):
-                item.queries.append(self._rave_query(child, record.key, ctx, oid))
+                # A query we raised in Rave ourselves (QueryRepeatKey TQ-<id>, queries.edc) comes
+                # back in the next pull: it is already ours, its state arrives through queries.edc
+                if not (child.get("QueryRepeatKey") or "").startswith("TQ-"):
+                    item.queries.append(self._rave_query(child, record.key, ctx, oid))
             elif name == "Query" and ns == TRIALOPS_NS:
                 item.queries.append(self._trialops_query(child))
         record.items.append(item)

@@ -141,7 +141,8 @@ STUDY_CHECKS = [
     ("DS-IN-STUDY-PERIOD", T.DATE_WINDOW, "DS.DSSTDAT",
      {"anchor": "enrolment", "min_days": 0, "max_days": DS_MAX_DAYS}),
     ("SAE-FORM", T.CONSISTENCY, None,
-     {"when": {"item": "AE.AESER", "in": ["Y"]}, "require": {"form": "SAE"}, "category": "safety"}),
+     {"when": {"item": "AE.AESER", "in": ["Y"]}, "require": {"form": "SAE"}, "scope": "record",
+      "category": "safety"}),
     ("DS-REASON", T.CONSISTENCY, None,
      {"when": {"item": "DS.DSCOMP", "in": ["N"]}, "require": {"item": "DS.DSREAS"}, "scope": "visit"}),
     ("AE-DUP", T.DUPLICATE, None, {"form": "AE", "keys": ["AE.AETERM", "AE.AESTDAT"]}),
@@ -491,6 +492,8 @@ class StudyDesign:
                     again.points["AE.AETERM"].raw)
             p.records.append(again)
             self._expect(T.DUPLICATE, again.points["AE.AETERM"], "AE entered twice")
+            if again.points["AE.AESER"].raw.strip() == "Y":  # the copy of a serious AE has no SAE form of its own
+                self._expect(T.CONSISTENCY, again.points["AE.AESER"], "AE entered twice")
         for record in self._choose(self._records("LB", repeat="1"), 0.01, "lab result loaded twice"):
             k = record.points["LB.K"]
             again = Record(record.visit, "LB", "2", touched=True)
@@ -631,7 +634,7 @@ class StudyDesign:
             if sae in missing:
                 ae.touched = True
                 ae.visit.participant.records.remove(sae)
-                # Found only if it was the subject's only SAE form: the rule is scoped to the subject
+                # The rule is scoped to the record: each serious AE needs its own SAE form
                 self._expect(T.CONSISTENCY, ae.points["AE.AESER"], "SAE form missing")
         stopped = [r for r in self._records("DS") if r.points.get("DS.DSCOMP") and r.points["DS.DSCOMP"].raw == "N"
                    and "DS.DSREAS" in r.points]
