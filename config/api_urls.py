@@ -7,7 +7,7 @@ from rest_framework_simplejwt.views import TokenRefreshView
 
 from agents.api import AgentViewSet, WorkflowRunViewSet
 from deviations.api import DeviationViewSet
-from queries.api import DiscrepancyViewSet, EditCheckViewSet, QueryViewSet
+from queries.api import DiscrepancyViewSet, EditCheckViewSet, NotificationViewSet, QueryViewSet
 from queries.metrics_api import QueryMetricsView
 from sdv import api as sdv_api
 from studies import api as studies_api
@@ -23,6 +23,7 @@ router.register("forms", studies_api.FormDefinitionViewSet, basename="form")
 router.register("items", studies_api.ItemDefinitionViewSet, basename="item")
 router.register("data-points", studies_api.DataPointViewSet, basename="data-point")
 router.register("queries", QueryViewSet, basename="query")
+router.register("notifications", NotificationViewSet, basename="notification")
 router.register("edit-checks", EditCheckViewSet, basename="edit-check")
 router.register("discrepancies", DiscrepancyViewSet, basename="discrepancy")
 router.register("deviations", DeviationViewSet, basename="deviation")

@@ -4,6 +4,7 @@ the QueryAnalyzer finds."""
 import django_filters
 from django.core.exceptions import ValidationError
 from django.db.models import Q
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -30,7 +31,7 @@ from queries.lifecycle import (
     query_requery,
     query_transition_allowed,
 )
-from queries.models import Discrepancy, EditCheck, Query, QueryMessage
+from queries.models import Discrepancy, EditCheck, Notification, Query, QueryMessage
 from queries.selectors import discrepancy_list, edit_check_list, query_list, rule_statistics
 from queries.services import edit_check_save
 from studies.models import ItemDefinition, Study
@@ -461,3 +462,42 @@ class DiscrepancyViewSet(viewsets.ReadOnlyModelViewSet):
         except WorkflowCannotStart as error:  # e.g. the QueryAnalyzer is paused on the study
             return error_response(str(error), status_code=status.HTTP_409_CONFLICT)
         return Response({"run": run.pk, "status": run.status}, status=status.HTTP_202_ACCEPTED)
+
+
+class NotificationSerializer(serializers.ModelSerializer):
+    query_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Notification
+        fields = ["id", "kind", "text", "query", "query_url", "created_at", "read_at"]
+
+    def get_query_url(self, notification) -> str | None:
+        return f"/queries/{notification.query_id}/" if notification.query_id else None
+
+
+class NotificationReadSerializer(serializers.Serializer):
+    ids = serializers.ListField(child=serializers.IntegerField(), allow_empty=False, max_length=1000)
+
+
+class NotificationViewSet(viewsets.ReadOnlyModelViewSet):
+    """The caller's own in-app notifications (reminders, overdue notices, escalations), newest
+    first; `?unread=true` for the unread ones; `POST read/ {"ids": [...]}` marks them read."""
+
+    serializer_class = NotificationSerializer
+
+    def get_queryset(self):
+        if not self.request.user.is_authenticated:
+            return Notification.objects.none()
+        notifications = Notification.objects.filter(user=self.request.user).select_related("query")
+        if self.request.query_params.get("unread") in ("1", "true", "yes"):
+            notifications = notifications.filter(read_at__isnull=True)
+        return notifications
+
+    @extend_schema(request=NotificationReadSerializer, responses={200: None})
+    @action(detail=False, methods=["post"])
+    def read(self, request):
+        ids = _valid(NotificationReadSerializer, request.data)["ids"]
+        # Only the caller's own rows: another user's id is simply not matched
+        marked = Notification.objects.filter(user=request.user, pk__in=ids, read_at__isnull=True).update(
+            read_at=timezone.now())
+        return Response({"marked_read": marked})

@@ -7,6 +7,7 @@ urlpatterns = [
     path("studies/<int:pk>/discrepancies/run/", views.analyzer_run_view, name="study-analyzer-run"),
     path("studies/<int:pk>/edit-checks/", views.edit_check_list_view, name="study-edit-checks"),
     path("queries/", views.query_inbox_view, name="query-inbox"),
+    path("notifications/", views.notification_list_view, name="notification-list"),
     path("queries/bulk/", views.query_bulk_view, name="query-bulk"),
     path("queries/<int:pk>/", views.query_detail_view, name="query-detail"),
     path("queries/<int:pk>/<slug:transition>/", views.query_transition_view, name="query-transition"),

@@ -20,7 +20,7 @@ from agents.orchestrator import WorkflowCannotStart, workflow_start
 from agents.services import WorkflowRunOverlap
 from queries import lifecycle
 from queries.metrics import query_metrics
-from queries.models import AnalyzerPass, Discrepancy, EditCheck, Query
+from queries.models import AnalyzerPass, Discrepancy, EditCheck, Notification, Query
 from queries.selectors import discrepancy_list, edit_check_list, query_list, query_message_list, rule_statistics
 from studies.models import SITE_ROLES, StudyMembership
 from studies.selectors import (
@@ -380,3 +380,18 @@ def query_metrics_view(request, pk: int):
                for name, rate in (("sla", "breach_rate"), ("requery", "rate"))}
     return render(request, "queries/metrics.html", {"study": study, "metrics": metrics, "groups": groups,
                                                     "percent": percent})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def notification_list_view(request):
+    """The user's in-app notifications (query reminders, overdue notices, escalations); POST marks
+    the unread ones read."""
+    mine = Notification.objects.filter(user=request.user).select_related("query", "query__study")
+    if request.method == "POST":
+        marked = mine.filter(read_at__isnull=True).update(read_at=timezone.now())
+        messages.success(request, f"{marked} notification{'s' if marked != 1 else ''} marked read.")
+        return redirect("notification-list")
+    page = Paginator(mine, 50).get_page(request.GET.get("page"))
+    return render(request, "queries/notifications.html",
+                  {"page": page, "unread": mine.filter(read_at__isnull=True).count()})
