@@ -168,7 +168,9 @@ class QueryViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         return QuerySerializer if self.action == "list" else QueryDetailSerializer
 
     def _detail(self, query: Query, *, status_code: int = status.HTTP_200_OK) -> Response:
-        query = self.get_queryset().filter(pk=query.pk).first() or query
+        query = self.get_queryset().filter(pk=query.pk).first()
+        if query is None:  # out of the caller's scope after the transition: nothing to show
+            return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(QueryDetailSerializer(query, context=self.get_serializer_context()).data, status=status_code)
 
     def _target(self, data: dict):

@@ -225,7 +225,7 @@ def query_bulk_view(request, pk: int | None = None):
     back = reverse("study-queries", args=[study.pk]) if study else reverse("query-inbox")
     if request.POST.get("querystring"):
         back += "?" + QueryDict(request.POST["querystring"]).urlencode()
-    ids = {int(i) for i in request.POST.getlist("ids") if i.isdigit()}
+    ids = {int(i) for i in request.POST.getlist("ids") if i.isascii() and i.isdigit()}
     action = request.POST.get("action", "")
     queries = query_list(user=request.user).filter(pk__in=ids, **({"study": study} if study else {}))
     if not ids or queries.count() != len(ids):
@@ -319,7 +319,7 @@ class QueryRaiseForm(forms.Form):
 
 
 def _int(value) -> int | None:
-    return int(value) if value and str(value).isdigit() else None
+    return int(value) if value and str(value).isascii() and str(value).isdigit() else None
 
 
 @login_required

@@ -1,6 +1,7 @@
-"""Reads of risk-based monitoring, scoped by the user's access at the source: site-level rows of
-the sites the user sees; country and study-level rows only through a study-wide role (a site
-user must not read other sites' figures, even pooled by country)."""
+"""Reads of risk-based monitoring, scoped by the user's access at the source. Risk is read by the
+study-wide roles and by CRAs (for the sites granted to them); site staff read none of it: they do
+not rank sites, must not read other sites' figures even pooled, and must not know which of their
+data points are selected for SDV. Country and study-level rows only through a study-wide role."""
 
 from django.db.models import Q, QuerySet
 
@@ -15,15 +16,23 @@ def _study_wide_studies(user):
     return StudyMembership.objects.filter(user=user, is_active=True, role__in=STUDY_WIDE_ROLES).values("study_id")
 
 
+def _risk_reader_studies(user):
+    if user.is_superuser:
+        return study_list(user=user).values("pk")
+    return StudyMembership.objects.filter(user=user, is_active=True,
+                                          role__in=[*STUDY_WIDE_ROLES, Role.CRA]).values("study_id")
+
+
 def kri_result_list(*, user) -> QuerySet[KriResult]:
     return KriResult.objects.filter(
-        Q(site__in=site_list(user=user))
+        Q(site__in=site_list(user=user), snapshot__study__in=_risk_reader_studies(user))
         | Q(site__isnull=True, snapshot__study__in=_study_wide_studies(user))
     ).select_related("snapshot")
 
 
 def kri_snapshot_list(*, user) -> QuerySet[KriSnapshot]:
-    return KriSnapshot.objects.filter(study__in=study_list(user=user))
+    """Snapshots carry the study-level QTL figures: the readers of the risk dashboard (which shows them)."""
+    return KriSnapshot.objects.filter(study__in=_risk_reader_studies(user))
 
 
 def kri_definition_list(*, user) -> QuerySet[KriDefinition]:
@@ -31,7 +40,9 @@ def kri_definition_list(*, user) -> QuerySet[KriDefinition]:
 
 
 def site_risk_list(*, user) -> QuerySet[SiteRiskAssessment]:
-    return SiteRiskAssessment.objects.filter(site__in=site_list(user=user)).select_related("site", "snapshot")
+    return SiteRiskAssessment.objects.filter(site__in=site_list(user=user),
+                                             site__study__in=_risk_reader_studies(user)).select_related("site",
+                                                                                                       "snapshot")
 
 
 def site_risk_latest(*, user, study) -> QuerySet[SiteRiskAssessment]:
@@ -43,7 +54,8 @@ def site_risk_latest(*, user, study) -> QuerySet[SiteRiskAssessment]:
 
 
 def sdv_plan_list(*, user) -> QuerySet[SdvPlan]:
-    return SdvPlan.objects.filter(site__in=site_list(user=user)).select_related("site")
+    return SdvPlan.objects.filter(site__in=site_list(user=user),
+                                  site__study__in=_risk_reader_studies(user)).select_related("site")
 
 
 def risk_readable(*, user, study) -> bool:

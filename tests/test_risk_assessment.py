@@ -340,12 +340,17 @@ def test_the_api_lists_results_per_group_and_hides_other_sites(world):
     snapshots = client.get("/api/v1/kri-snapshots/", {"study": study.pk}).json()["results"]
     assert snapshots[0]["snapshot_date"] == "2025-06-01" and {q["kri"] for q in snapshots[0]["qtl"]} == {
         "qtl0004", "qtl0006"}
+    # Site staff read no risk at all: not their own site's (pooled study rates, its SDV selection),
+    # not the study's QTLs; as on the pages, which answer them 404
     coordinator = _client(users["sc"])
-    own = coordinator.get("/api/v1/kri-results/", {"study": study.pk, "kri": "kri0001"}).json()
-    assert [r["group"] for r in own["results"]] == ["101"]
-    assert coordinator.get("/api/v1/kri-results/", {"study": study.pk, "kri": "cou0001"}).json()["count"] == 0
-    other = SiteRiskAssessment.objects.get(site=sites[3])
-    assert coordinator.get(f"/api/v1/site-risk/{other.pk}/").status_code == 404
+    for path in ("kri-results", "site-risk", "sdv-plans", "kri-snapshots"):
+        assert coordinator.get(f"/api/v1/{path}/", {"study": study.pk}).json()["count"] == 0, path
+    own = SiteRiskAssessment.objects.get(site=sites[0])
+    assert coordinator.get(f"/api/v1/site-risk/{own.pk}/").status_code == 404
+    cra = _client(users["cra"])  # a CRA reads the sites granted to them
+    granted = cra.get("/api/v1/kri-results/", {"study": study.pk, "kri": "kri0001"}).json()["results"]
+    assert [r["group"] for r in granted] == ["104"]
+    assert [r["site_number"] for r in cra.get("/api/v1/site-risk/", {"study": study.pk}).json()["results"]] == ["104"]
 
 
 def test_the_api_gives_a_sites_history_and_the_flags_that_changed(world):
