@@ -123,8 +123,7 @@ def workflow_trigger(
         newest.setdefault(definition.name, definition)
     # Tests import studies by the hundred: the built-in workflows follow only the imports of the
     # tests that ask for them (settings.BUILTIN_WORKFLOWS_ON_IMPORT, False in the test settings)
-    skipped = set() if trigger != "import" or getattr(settings, "BUILTIN_WORKFLOWS_ON_IMPORT", True) \
-        else builtin_names()
+    skipped = builtin_names() if trigger == "import" and not settings.BUILTIN_WORKFLOWS_ON_IMPORT else set()
     started = []
     for definition in newest.values():
         if definition.name in skipped:

@@ -32,10 +32,10 @@ from queries.lifecycle import (
     query_transition_allowed,
 )
 from queries.models import Discrepancy, EditCheck, Notification, Query, QueryMessage
-from queries.selectors import discrepancy_list, edit_check_list, query_list, rule_statistics
+from queries.selectors import discrepancy_list, edit_check_list, query_list, rule_statistics, study_for_review
 from queries.services import edit_check_save
 from studies.models import ItemDefinition, Study
-from studies.selectors import data_point_list, study_list, study_user_can, study_user_can_at_a_site, subject_list
+from studies.selectors import data_point_list, study_list, study_user_can, subject_list
 
 
 class QueryMessageSerializer(serializers.ModelSerializer):
@@ -391,9 +391,8 @@ def _study_param(request) -> Study:
         study_id = int(request.query_params.get("study", ""))
     except ValueError:
         raise ValidationError_({"study": ["A study id is required."]}) from None
-    study = study_list(user=request.user).filter(pk=study_id).first()
-    if study is None or not study_user_can_at_a_site(user=request.user, capability="review_discrepancies",
-                                                     study=study):
+    study = study_for_review(user=request.user, pk=study_id)
+    if study is None:
         raise NotFound("No such study.")
     return study
 
@@ -490,7 +489,7 @@ class NotificationViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         if not self.request.user.is_authenticated:
             return Notification.objects.none()
-        notifications = Notification.objects.filter(user=self.request.user).select_related("query")
+        notifications = Notification.objects.filter(user=self.request.user)
         if self.request.query_params.get("unread") in ("1", "true", "yes"):
             notifications = notifications.filter(read_at__isnull=True)
         return notifications

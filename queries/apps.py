@@ -13,10 +13,18 @@ def _edit_checks_from_import(sender, run, **kwargs) -> None:
             run.warn(f"Edit check {skipped['code']} not generated: {skipped['reason']}", where="metadata")
 
 
+def _queries_with_the_edc(sender, connection, actor, adapter, **kwargs) -> None:
+    from queries.edc import queries_edc_sync  # noqa: PLC0415 (apps are loading)
+
+    queries_edc_sync(connection=connection, actor=actor, adapter=adapter)
+
+
 class QueriesConfig(AppConfig):
     name = "queries"
 
     def ready(self):
+        from studies.edc.services import edc_synced  # noqa: PLC0415
         from studies.ingest.base import import_loaded  # noqa: PLC0415
 
         import_loaded.connect(_edit_checks_from_import, dispatch_uid="queries.edit_checks_from_import")
+        edc_synced.connect(_queries_with_the_edc, dispatch_uid="queries.queries_with_the_edc")

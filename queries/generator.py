@@ -29,7 +29,7 @@ from agents.registry import Agent, register
 from agents.services import agent_config_get
 from queries.compliance import compliance_check, compliance_max_length
 from queries.models import Discrepancy, EditCheck, Query, QueryMessage
-from queries.phrasebook import CLOSING_OF, DEFAULT_LANGUAGE, PHRASEBOOK
+from queries.phrasebook import CLOSING_OF, DEFAULT_LANGUAGE, PHRASEBOOK, phrasebook_language
 from studies.audit import set_audit
 from studies.models import DataPoint, FormDefinition, ItemDefinition, Site, Study, SubjectVisit, VisitDefinition
 
@@ -60,12 +60,6 @@ class QueryText:
 
 
 # --- Rendering ----------------------------------------------------------------------------------
-
-
-def phrasebook_language(language: str | None) -> str:
-    """The phrasebook language for an ISO 639-1 code ("fr", "fr-CA", "PT_br"); English otherwise."""
-    code = (language or "").strip().lower().replace("_", "-").split("-")[0]
-    return code if code in PHRASEBOOK else DEFAULT_LANGUAGE
 
 
 def template_key(*, rule_type: str, category: str, context: Mapping) -> str:
@@ -293,7 +287,6 @@ _PARSERS = {T.RANGE: _parse_range, T.LAB_PLAUSIBILITY: _parse_range, T.CODELIST:
 
 def query_text_for(*, finding, check: EditCheck | None, site: Site, item: ItemDefinition | None = None,
                    visit_name: str = "", prior_value: str | None = None,
-                   items_by_oid: Mapping[str, ItemDefinition] | None = None,
                    identifiers: Mapping[str, str] | None = None, subject_label: str = "",
                    use_llm: bool | None = None, ab_key: str | int | None = None,
                    labels: StudyLabels | None = None) -> QueryText:
@@ -305,7 +298,7 @@ def query_text_for(*, finding, check: EditCheck | None, site: Site, item: ItemDe
     IDENTIFIER_KEYS); they are only used to refuse texts naming them and to redact them from an
     LLM prompt. `use_llm`: reword through the LLM service (None: the study's policy)."""
     study_id = site.study_id
-    labels = labels or StudyLabels(study_id=study_id, items=(items_by_oid or {}).values())
+    labels = labels or StudyLabels(study_id=study_id)
     context = finding_context(finding=finding, check=check, item=item, visit_name=visit_name, labels=labels,
                               prior_value=prior_value)
     rule_type = _get(finding, "rule_type") or (check.rule_type if check else "")

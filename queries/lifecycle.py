@@ -37,6 +37,7 @@ text/reason) and changes nothing.
 
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from agents.identity import AGENT_USERNAME_PREFIX
@@ -375,8 +376,13 @@ def queries_auto_close(*, queries, actor, reason: str) -> list[Query]:
     closed). Only an agent closes this way. Returns the queries changed."""
     if not is_agent(actor):
         raise TransitionRefused("Only an agent closes queries automatically.", status=403)
+    ids = queries.values("pk") if isinstance(queries, QuerySet) else [q.pk for q in queries]
+    # One query narrows the set (system queries still active, no finding open); each one left is
+    # checked again under its lock
+    closable = (Query.objects.filter(pk__in=ids, origin=Query.Origin.RULE, state__in=SOURCE_STATES["cancel"])
+                .exclude(discrepancies__status=Discrepancy.Status.OPEN).order_by("pk").values_list("pk", flat=True))
     changed = []
-    for pk in sorted({q.pk for q in queries}):
+    for pk in list(closable):
         with transaction.atomic():
             query = Query.objects.select_for_update().get(pk=pk)
             if not _auto_closable(query):

@@ -34,15 +34,15 @@ from queries.models import Query, QueryMessage
 AGING_BUCKETS = (("0-7", 0, 7), ("8-14", 8, 14), ("15-30", 15, 30), (">30", 31, None))
 OUTSTANDING = (Query.State.OPEN, Query.State.ANSWERED)
 RELEASED = (Query.State.OPEN, Query.State.ANSWERED, Query.State.CLOSED)
-_COLUMNS = ("id", "state", "origin", "rule_code", "recipient", "site__number", "site__timezone", "created_at",
-            "released_at", "answered_at", "closed_at", "due_date", "requeried")
+_COLUMNS = ("id", "state", "origin", "rule_code", "recipient", "resolution", "site__number", "site__timezone",
+            "created_at", "released_at", "answered_at", "closed_at", "due_date", "requeried")
 SECONDS_PER_DAY = 86400
 
 
 def query_metrics(*, queries: QuerySet[Query], today: date | None = None) -> dict:
     """The metrics of `queries` at `today` (default: today, UTC); definitions in the module docstring."""
     today = today or timezone.now().date()
-    frame = _frame(queries)
+    frame = query_frame(queries)
     released = frame[frame["state"].isin(RELEASED)]
     return {
         "as_of": today.isoformat(),
@@ -58,7 +58,9 @@ def query_metrics(*, queries: QuerySet[Query], today: date | None = None) -> dic
     }
 
 
-def _frame(queries: QuerySet[Query]) -> pd.DataFrame:
+def query_frame(queries: QuerySet[Query]) -> pd.DataFrame:
+    """One row per query with its start, days to answer and to close, and rule (definitions in the
+    module docstring); also read by queries.selectors.rule_statistics."""
     requeried = QueryMessage.objects.filter(query=OuterRef("pk"), kind=QueryMessage.Kind.REQUERY)
     rows = queries.order_by().annotate(requeried=Exists(requeried)).values_list(*_COLUMNS)
     frame = pd.DataFrame.from_records(list(rows), columns=list(_COLUMNS))

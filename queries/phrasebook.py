@@ -616,4 +616,10 @@ PHRASEBOOK = {
 }
 
 DEFAULT_LANGUAGE = "en"
-LANGUAGES = tuple(PHRASEBOOK)
+LANGUAGES = tuple(PHRASEBOOK)  # also the languages of the e-mail templates (templates/queries/email/<language>/)
+
+
+def phrasebook_language(language: str | None) -> str:
+    """The phrasebook language for an ISO 639-1 code ("fr", "fr-CA", "PT_br"); English otherwise."""
+    code = (language or "").strip().lower().replace("_", "-").split("-")[0]
+    return code if code in PHRASEBOOK else DEFAULT_LANGUAGE

@@ -3,9 +3,10 @@
 import pandas as pd
 from django.db.models import Count, Q, QuerySet
 
+from queries.metrics import query_frame
 from queries.models import Discrepancy, EditCheck, Query, QueryMessage
 from studies.models import Role, Study, StudyMembership, Subject
-from studies.selectors import site_list
+from studies.selectors import site_list, study_list, study_user_can_at_a_site
 
 # Candidate queries are drafts not yet released to the site: data managers review them; the
 # sponsor and auditors may read them; site staff, CRAs and medical monitors never see them.
@@ -40,6 +41,15 @@ def _reader_scope(user) -> Q:
     return Q(study_id__in=wide) | Q(site__in=site_list(user=user).filter(study_id__in=cra_studies))
 
 
+def study_for_review(*, user, pk: int) -> Study | None:
+    """The study, if the user may review its discrepancies through any of their roles there (a
+    CRA too: what they then see is scoped to their sites); None otherwise."""
+    study = study_list(user=user).filter(pk=pk).first()
+    if study is None or not study_user_can_at_a_site(user=user, capability="review_discrepancies", study=study):
+        return None
+    return study
+
+
 def discrepancy_list(*, user) -> QuerySet[Discrepancy]:
     rows = Discrepancy.objects.select_related("site", "subject", "visit__definition", "item", "edit_check")
     if user.is_superuser:
@@ -62,17 +72,15 @@ def edit_check_list(*, user) -> QuerySet[EditCheck]:
 def rule_statistics(*, user, study: Study) -> list[dict]:
     """Per site (of the user's) and rule, from the study's whole query history (imported queries
     included, under the EDC's marking group, e.g. "EDC: System Query"): queries, query rate (per
-    subject at the site), closed, confirmed correct, confirmation rate, median days to answer."""
-    columns = ["site", "rule", "recipient", "origin", "state", "resolution", "created_at", "answered_at"]
-    rows = query_list(user=user).filter(study=study).values_list(
-        "site__number", "rule_code", "recipient", "origin", "state", "resolution", "created_at", "answered_at")
-    frame = pd.DataFrame.from_records(rows, columns=columns)
+    subject at the site), closed, confirmed correct, confirmation rate, median days to answer
+    (from queries.metrics.query_frame: one definition of a query's start and answer)."""
+    frame = query_frame(query_list(user=user).filter(study=study)).rename(columns={"site__number": "site"})
     if frame.empty:
         return []
-    imported = frame["rule"] == ""
-    frame.loc[imported, "rule"] = "(" + frame.loc[imported, "origin"] + ": " + frame.loc[imported, "recipient"] + ")"
-    frame["days_to_answer"] = (pd.to_datetime(frame["answered_at"], utc=True)
-                               - pd.to_datetime(frame["created_at"], utc=True)).dt.total_seconds() / 86400
+    # Days to answer from the query's start, as the metrics count them; a query no rule raised
+    # is counted by origin and marking group
+    no_rule = frame["rule_code"] == ""
+    frame["rule"] = frame["rule"].where(~no_rule, "(" + frame["origin"] + ": " + frame["recipient"] + ")")
     frame["closed"] = frame["state"] == Query.State.CLOSED
     frame["confirmed"] = frame["closed"] & (frame["resolution"] == Query.Resolution.CONFIRMED_CORRECT)
     frame["resolved_known"] = frame["closed"] & (frame["resolution"] != "")

@@ -81,19 +81,19 @@ def edit_checks_generate(*, study: Study, actor, reason: str) -> dict:
         try:
             # A rule the metadata implies but that cannot be checked (a codelist with no codes...)
             # is skipped with its reason: metadata never fails an import through its edit checks.
-            with transaction.atomic():
-                if check is None:
-                    edit_check_save(check=EditCheck(study=study, **spec), actor=actor, reason=reason)
-                    counts["created"] += 1
-                    continue
-                before = (check.name, check.rule_type, check.item_id, check.params, check.active)
-                check.name, check.rule_type, check.item, check.active = (spec["name"], spec["rule_type"],
-                                                                         spec["item"], True)
-                check.params = {**check.params, **spec["params"]}
-                check.full_clean()  # normalises params, so an unchanged rule compares equal
-                if (check.name, check.rule_type, check.item_id, check.params, check.active) != before:
-                    edit_check_save(check=check, actor=actor, reason=reason)
-                    counts["updated"] += 1
+            if check is None:
+                edit_check_save(check=EditCheck(study=study, **spec), actor=actor, reason=reason)
+                counts["created"] += 1
+                continue
+            before = (check.name, check.rule_type, check.item_id, check.params, check.active)
+            check.name, check.rule_type, check.item, check.active = spec["name"], spec["rule_type"], spec["item"], True
+            check.params = {**check.params, **spec["params"]}
+            # Normalises params, so an unchanged rule compares equal; only the rule's own
+            # validation (no query per check): a changed one is fully validated when saved.
+            check.clean()
+            if (check.name, check.rule_type, check.item_id, check.params, check.active) != before:
+                edit_check_save(check=check, actor=actor, reason=reason)
+                counts["updated"] += 1
         except ValidationError as error:
             counts["skipped"].append({"code": spec["code"], "reason": "; ".join(
                 message for messages in error.message_dict.values() for message in messages)})

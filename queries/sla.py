@@ -43,6 +43,7 @@ from agents.identity import agent_user
 from agents.registry import Agent, register
 from agents.services import agent_config_get, agent_config_validate
 from queries.models import Notification, Query, QueryReminder
+from queries.phrasebook import phrasebook_language
 from studies.audit import set_audit
 from studies.models import SITE_ROLES, STUDY_WIDE_ROLES, Role, Site, Study, StudyMembership
 
@@ -56,7 +57,6 @@ DEFAULTS = {
     "local_start_hour": 8,
     "email": True,
 }
-LANGUAGES = ("en", "fr", "de", "es", "it", "pt", "nl", "pl", "ja", "zh")
 # The ladder above the site: step, level reached, who is told.
 ESCALATIONS = (
     ("escalation:cra", Query.Escalation.CRA, (Role.CRA,)),
@@ -183,9 +183,11 @@ def _study_sweep(study: Study, *, now: datetime.datetime, config: dict, actor) -
             query = locked[s.query_id]
             counts[s.step.partition(":")[0]] += 1
             counts["unaddressed"] += not people[s]
-            context = _email_context(query, study=study, step=s)
+            context, rendered = _email_context(query, study=study, step=s), {}
             for user, language in people[s]:
-                subject, body = sla_email_render(language=language, context=context)
+                if language not in rendered:  # a site's staff share its language: render once per language
+                    rendered[language] = sla_email_render(language=language, context=context)
+                subject, body = rendered[language]
                 notifications.append(Notification(user=user, query=query, kind=f"sla.{s.step}", text=subject,
                                                   created_at=now))
                 if config["email"] and user.email:
@@ -245,11 +247,10 @@ def site_audience(*, site: Site, roles) -> list[tuple]:
     memberships = (StudyMembership.objects.filter(scope, study_id=site.study_id, role__in=roles, is_active=True,
                                                   user__is_active=True)
                    .select_related("user").order_by("user_id"))
-    people = {}
+    people, site_language = {}, phrasebook_language(site.language)
     for membership in memberships:
         if membership.role in SITE_ROLES or membership.user_id not in people:
-            people[membership.user_id] = (membership.user,
-                                          email_language(site.language) if membership.role in SITE_ROLES else "en")
+            people[membership.user_id] = (membership.user, site_language if membership.role in SITE_ROLES else "en")
     return list(people.values())
 
 
@@ -265,12 +266,6 @@ def _escalate(query: Query, *, step: Step, actor) -> int:
     return 1
 
 
-def email_language(code: str) -> str:
-    """A language we write e-mails in: the ISO 639-1 part of `code` ("pt-BR" -> "pt"), else English."""
-    code = (code or "").lower().replace("_", "-").partition("-")[0]
-    return code if code in LANGUAGES else "en"
-
-
 def _email_context(query: Query, *, study: Study, step: Step) -> dict:
     # No patient identifiers: the subject appears by its pseudonymous study id only, and the query
     # text (which may quote clinical values) stays behind the link.
@@ -282,8 +277,9 @@ def _email_context(query: Query, *, study: Study, step: Step) -> dict:
 
 
 def sla_email_render(*, language: str, context: dict) -> tuple[str, str]:
-    """Subject (one line) and body of a reminder, overdue notice or escalation in `language`."""
-    language = email_language(language)
+    """Subject (one line) and body of a reminder, overdue notice or escalation in `language` (the
+    e-mail templates exist in every phrasebook language; any other language gets English)."""
+    language = phrasebook_language(language)
     subject = render_to_string(f"queries/email/{language}/sla_subject.txt", context)
     body = render_to_string(f"queries/email/{language}/sla_body.txt", context)
     return " ".join(subject.split()), body.strip() + "\n"

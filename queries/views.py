@@ -21,7 +21,14 @@ from agents.services import WorkflowRunOverlap
 from queries import lifecycle
 from queries.metrics import query_metrics
 from queries.models import AnalyzerPass, Discrepancy, EditCheck, Notification, Query
-from queries.selectors import discrepancy_list, edit_check_list, query_list, query_message_list, rule_statistics
+from queries.selectors import (
+    discrepancy_list,
+    edit_check_list,
+    query_list,
+    query_message_list,
+    rule_statistics,
+    study_for_review,
+)
 from studies.models import SITE_ROLES, StudyMembership
 from studies.selectors import (
     CAPABILITIES,
@@ -40,8 +47,8 @@ FILTERS = ("site", "rule_type", "severity", "category", "disposition", "status")
 
 
 def _study_for_review(request, pk: int):
-    study = get_object_or_404(study_list(user=request.user), pk=pk)
-    if not study_user_can_at_a_site(user=request.user, capability="review_discrepancies", study=study):
+    study = study_for_review(user=request.user, pk=pk)
+    if study is None:
         raise Http404("No such study.")
     return study
 
@@ -102,7 +109,6 @@ def edit_check_list_view(request, pk: int):
     study = _study_for_review(request, pk)
     checks = edit_check_list(user=request.user).filter(study=study).annotate(
         open_count=Count("discrepancies", filter=Q(discrepancies__status=Discrepancy.Status.OPEN)),
-        query_count=Count("discrepancies__query", distinct=True),
     ).order_by("rule_type", "code")
     statistics = rule_statistics(user=request.user, study=study)
     per_rule: dict[str, dict] = {}
@@ -131,8 +137,9 @@ INBOX_SORTS = {"id": F("id"), "age": Coalesce("released_at", "created_at"), "due
                "state": F("state")}
 BULK_ACTIONS = {"close": "Close", "cancel": "Cancel", "release": "Release to the site",
                 "discard": "Discard (candidates)", "reassign": "Reassign the marking group"}
-BULK_CAPABILITIES = {"close": {"close_query"}, "cancel": {"cancel_query", "cancel_own_query"},
-                     "release": {"release_query"}, "discard": {"release_query"}, "reassign": {"reassign_query"}}
+# The capability of each action (queries.lifecycle), and a CRA's own-query cancel.
+BULK_CAPABILITIES = {action: {lifecycle.CAPABILITY[action]} | ({"cancel_own_query"} if action == "cancel" else set())
+                     for action in BULK_ACTIONS}
 
 
 def _inbox_rows(request, study, chosen: dict):

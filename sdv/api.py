@@ -4,6 +4,7 @@ sponsors and data managers), the study's risk configuration and SDV plans. Read 
 scoped selectors: an out-of-scope row is simply not there (404)."""
 
 import django_filters
+from django.db.models import OuterRef, Subquery
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.exceptions import NotFound, PermissionDenied
@@ -16,6 +17,13 @@ from sdv import selectors
 from sdv.models import KriDefinition, KriResult, KriSnapshot, RiskConfig, SdvPlan, SiteRiskAssessment
 from sdv.services import EDITABLE, kri_definition_update, risk_config_get, risk_config_set
 from studies.selectors import study_list
+
+
+def _latest_snapshot(queryset):
+    """The rows of each study's latest snapshot (when no snapshot is asked for): without `study=`,
+    a study whose last snapshot is older than another's still answers."""
+    latest = KriSnapshot.objects.filter(study=OuterRef("snapshot__study")).order_by("-snapshot_date").values("pk")[:1]
+    return queryset.filter(snapshot=Subquery(latest))
 
 
 class KriResultSerializer(serializers.ModelSerializer):
@@ -67,10 +75,7 @@ class KriResultFilter(FilterSet):
         queryset = super().filter_queryset(queryset)
         if self.form.cleaned_data.get("history"):
             return queryset
-        if not self.form.cleaned_data.get("snapshot"):  # the latest snapshot unless one is asked for
-            latest = queryset.order_by("-snapshot__snapshot_date").values("snapshot__snapshot_date")[:1]
-            queryset = queryset.filter(snapshot__snapshot_date__in=latest)
-        return queryset
+        return queryset if self.form.cleaned_data.get("snapshot") else _latest_snapshot(queryset)
 
 
 class KriResultViewSet(viewsets.ReadOnlyModelViewSet):
@@ -107,10 +112,7 @@ class SiteRiskFilter(FilterSet):
 
     def filter_queryset(self, queryset):
         queryset = super().filter_queryset(queryset)
-        if not self.form.cleaned_data.get("snapshot"):
-            latest = queryset.order_by("-snapshot__snapshot_date").values("snapshot__snapshot_date")[:1]
-            queryset = queryset.filter(snapshot__snapshot_date__in=latest)
-        return queryset
+        return queryset if self.form.cleaned_data.get("snapshot") else _latest_snapshot(queryset)
 
 
 class SiteRiskViewSet(viewsets.ReadOnlyModelViewSet):

@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from sdv.kri_inputs import queryset_frame
 from sdv.models import SdvPlan, SdvSelection, SiteRiskAssessment
-from studies.audit import audited_bulk_create, audited_bulk_update, audited_copy_create
+from sdv.services import risk_config_get
+from studies.audit import audited_bulk_create, audited_bulk_update, audited_copy_create, set_audit
 from studies.models import DataPoint, ItemDefinition, Site, Study, Subject
 
 BUCKETS = 10_000
@@ -86,8 +87,6 @@ def _plan_inputs(*, study: Study, site: Site | None = None) -> dict:
 @transaction.atomic
 def sdv_plan_update(*, site: Site, actor, reason: str) -> SdvPlan:
     """(Re)plan one site from its latest tier; returns its plan."""
-    from sdv.services import risk_config_get  # services imports this module's callers
-
     config = risk_config_get(study=site.study)
     critical = critical_items(study=site.study, rules=config.critical_rules)
     return _plan(site, _plan_inputs(study=site.study, site=site), config=config, critical=critical, actor=actor,
@@ -97,8 +96,6 @@ def sdv_plan_update(*, site: Site, actor, reason: str) -> SdvPlan:
 def sdv_plans_update(*, study: Study, sites, actor, reason: str) -> list[SdvPlan]:
     """(Re)plan each of `sites`; returns the plans that changed (a new tier or sizing, or data
     points entered since the last plan: a new subject or visit is planned like the first ones)."""
-    from sdv.services import risk_config_get
-
     config = risk_config_get(study=study)
     critical = critical_items(study=study, rules=config.critical_rules)
     inputs = _plan_inputs(study=study)
@@ -142,7 +139,7 @@ def _plan(site: Site, inputs: dict, *, config, critical: set[int], actor, reason
               **{str(k): int(v) for k, v in chosen["reason"].value_counts().items()}}
     plan.tier, plan.share, plan.first_subjects = tier, share, config.first_subjects_fully
     plan.counts, plan.reason, plan.updated_at = counts, why, now
-    plan._history_user, plan._change_reason = actor, why
+    set_audit(plan, actor=actor, reason=why)
     plan.save()
     return plan
 

@@ -7,32 +7,29 @@ from django.db.models import Q, QuerySet
 
 from sdv.models import KriDefinition, KriResult, KriSnapshot, SdvPlan, SiteRiskAssessment
 from studies.models import STUDY_WIDE_ROLES, Role, StudyMembership
-from studies.selectors import site_list, study_list
+from studies.selectors import site_list, study_list, study_roles
+
+RISK_READERS = frozenset({*STUDY_WIDE_ROLES, Role.CRA})
+RISK_WRITERS = frozenset({Role.SPONSOR, Role.DATA_MANAGER})
 
 
-def _study_wide_studies(user):
+def _studies_where(user, roles):
+    """The studies where the user holds one of `roles` (every study for a superuser)."""
     if user.is_superuser:
         return study_list(user=user).values("pk")
-    return StudyMembership.objects.filter(user=user, is_active=True, role__in=STUDY_WIDE_ROLES).values("study_id")
-
-
-def _risk_reader_studies(user):
-    if user.is_superuser:
-        return study_list(user=user).values("pk")
-    return StudyMembership.objects.filter(user=user, is_active=True,
-                                          role__in=[*STUDY_WIDE_ROLES, Role.CRA]).values("study_id")
+    return StudyMembership.objects.filter(user=user, is_active=True, role__in=roles).values("study_id")
 
 
 def kri_result_list(*, user) -> QuerySet[KriResult]:
     return KriResult.objects.filter(
-        Q(site__in=site_list(user=user), snapshot__study__in=_risk_reader_studies(user))
-        | Q(site__isnull=True, snapshot__study__in=_study_wide_studies(user))
+        Q(site__in=site_list(user=user), snapshot__study__in=_studies_where(user, RISK_READERS))
+        | Q(site__isnull=True, snapshot__study__in=_studies_where(user, STUDY_WIDE_ROLES))
     ).select_related("snapshot")
 
 
 def kri_snapshot_list(*, user) -> QuerySet[KriSnapshot]:
     """Snapshots carry the study-level QTL figures: the readers of the risk dashboard (which shows them)."""
-    return KriSnapshot.objects.filter(study__in=_risk_reader_studies(user))
+    return KriSnapshot.objects.filter(study__in=_studies_where(user, RISK_READERS))
 
 
 def kri_definition_list(*, user) -> QuerySet[KriDefinition]:
@@ -40,39 +37,25 @@ def kri_definition_list(*, user) -> QuerySet[KriDefinition]:
 
 
 def site_risk_list(*, user) -> QuerySet[SiteRiskAssessment]:
-    return SiteRiskAssessment.objects.filter(site__in=site_list(user=user),
-                                             site__study__in=_risk_reader_studies(user)).select_related("site",
-                                                                                                       "snapshot")
-
-
-def site_risk_latest(*, user, study) -> QuerySet[SiteRiskAssessment]:
-    """Each visible site's assessment of the study's latest snapshot."""
-    latest = KriSnapshot.objects.filter(study=study).order_by("-snapshot_date").first()
-    if latest is None:
-        return SiteRiskAssessment.objects.none()
-    return site_risk_list(user=user).filter(snapshot=latest)
+    return SiteRiskAssessment.objects.filter(
+        site__in=site_list(user=user), site__study__in=_studies_where(user, RISK_READERS)
+    ).select_related("site", "snapshot")
 
 
 def sdv_plan_list(*, user) -> QuerySet[SdvPlan]:
     return SdvPlan.objects.filter(site__in=site_list(user=user),
-                                  site__study__in=_risk_reader_studies(user)).select_related("site")
+                                  site__study__in=_studies_where(user, RISK_READERS)).select_related("site")
 
 
 def risk_readable(*, user, study) -> bool:
     """Whether the user may read the study's risk dashboard: study-wide roles and CRAs (for the
     sites granted to them, as site_list scopes every row). Site staff do not rank sites."""
-    if user.is_superuser:
-        return True
-    roles = set(StudyMembership.objects.filter(user=user, study=study, is_active=True).values_list("role", flat=True))
-    return bool(roles & {*STUDY_WIDE_ROLES, Role.CRA})
+    return user.is_superuser or bool(study_roles(user=user, study=study) & RISK_READERS)
 
 
 def risk_writable(*, user, study) -> bool:
     """Whether the user may change the study's KRI definitions and risk configuration."""
-    if user.is_superuser:
-        return True
-    return StudyMembership.objects.filter(user=user, study=study, is_active=True,
-                                          role__in=[Role.SPONSOR, Role.DATA_MANAGER]).exists()
+    return user.is_superuser or bool(study_roles(user=user, study=study) & RISK_WRITERS)
 
 
 def kri_snapshot_latest(*, study, snapshot_date=None) -> KriSnapshot | None:

@@ -236,8 +236,7 @@ def _with_sites_and_trend(snapshot: KriSnapshot, results: pd.DataFrame) -> pd.Da
     sites = dict(Site.objects.filter(study=snapshot.study).values_list("number", "pk"))
     site_level = results["level"] == KriDefinition.Level.SITE
     results["site_id"] = results["group"].map(sites).where(site_level).astype("Int64")
-    earlier = (KriSnapshot.objects.filter(study=snapshot.study, snapshot_date__lt=snapshot.snapshot_date)
-               .order_by("-snapshot_date").first())
+    earlier = _previous_snapshot(snapshot)
     key = ["kri_id", "level", "group"]
     columns = [*key, "flag", "consecutive_flagged"]
     before = pd.DataFrame.from_records(list(earlier.results.values_list(*columns)) if earlier else [], columns=columns)
@@ -296,15 +295,12 @@ def _qtl_checks(study: Study, results: pd.DataFrame) -> list[dict]:
 
 # --- Site risk -----------------------------------------------------------------------------------------
 @transaction.atomic
-def site_risk_assess(*, snapshot: KriSnapshot, actor, results: pd.DataFrame | None = None
-                     ) -> list[SiteRiskAssessment]:
-    """Score, tier and explain every site of the snapshot; publish `risk.changed` for each site whose
-    tier moved since the previous snapshot (the SDV plans follow in their own step). `results` are
-    the snapshot's results when the caller has them in memory (else they are read back)."""
+def site_risk_assess(*, snapshot: KriSnapshot, actor, results: pd.DataFrame) -> list[SiteRiskAssessment]:
+    """Score, tier and explain every site of the snapshot from its `results` (as kri_snapshot_compute
+    builds them); publish `risk.changed` for each site whose tier moved since the previous snapshot
+    (the SDV plans follow in their own step)."""
     study, config = snapshot.study, risk_config_get(study=snapshot.study)
-    if results is None:
-        results = pd.DataFrame.from_records(list(snapshot.results.values()))
-    site_rows = results[results["level"] == KriDefinition.Level.SITE] if len(results) else results
+    site_rows = results[results["level"] == KriDefinition.Level.SITE]
     definitions = {d.kri_id: d for d in KriDefinition.objects.filter(study=study, level=KriDefinition.Level.SITE)}
     weighted = sorted(k for k in set(site_rows.get("kri_id", [])) if definitions.get(k) and definitions[k].weights)
     sites = list(Site.objects.filter(study=study).order_by("number"))
@@ -366,9 +362,13 @@ def _flagged_by_site(site_rows: pd.DataFrame, definitions: dict) -> dict[int, li
     return {site_id: explain.flagged_kris(rows, definitions) for site_id, rows in by_site.items()}
 
 
+def _previous_snapshot(snapshot: KriSnapshot) -> KriSnapshot | None:
+    return (KriSnapshot.objects.filter(study=snapshot.study, snapshot_date__lt=snapshot.snapshot_date)
+            .order_by("-snapshot_date").first())
+
+
 def _previous_tiers(snapshot: KriSnapshot) -> dict[int, str]:
-    earlier = KriSnapshot.objects.filter(study=snapshot.study, snapshot_date__lt=snapshot.snapshot_date).order_by(
-        "-snapshot_date").first()
+    earlier = _previous_snapshot(snapshot)
     if earlier is None:
         return {}
     return dict(earlier.site_assessments.values_list("site_id", "tier"))

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET
 
 from sdv import selectors
 from sdv.kri import funnel_bounds
-from sdv.models import KriDefinition, SdvPlan, SdvSelection
+from sdv.models import KriDefinition, SdvSelection
 from studies.selectors import site_list, study_list
 
 FUNNEL_ANALYSES = {"normal_rate": False, "normal_binary": True}
@@ -108,7 +108,7 @@ def site_risk_view(request, pk: int, site_pk: int):
     by_kri = {}
     for row in kri_rows:
         by_kri.setdefault(row["kri_id"], []).append(row)
-    plan = SdvPlan.objects.filter(site=site).first()
+    plan = selectors.sdv_plan_list(user=request.user).filter(site=site).first()
     context = {
         "study": study, "site": site, "latest": history[-1] if history else None,
         "history": history, "by_kri": by_kri, "definitions": definitions, "plan": plan,

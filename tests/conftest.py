@@ -40,3 +40,35 @@ def worker():
     app.control.purge()
     with in_process_worker(app) as started:
         yield started
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+
+
+@pytest.fixture
+def browser_page(monkeypatch):
+    """A Playwright page in Debian's /usr/bin/chromium, for the browser tests (with live_server)."""
+    from django.db import connections
+    from playwright.sync_api import sync_playwright  # only the browser tests pay for the import
+
+    if not CHROMIUM.exists():
+        skip_or_fail(f"Chromium not found at {CHROMIUM}", required_by="TRIALOPS_REQUIRE_SERVICES")
+    # Playwright's sync API runs an event loop in this thread; Django's ORM calls made by the test
+    # itself (setup, assertions) would otherwise be refused as "async unsafe".
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    SCREENSHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.set_default_timeout(10_000)
+            yield page
+        finally:
+            browser.close()
+            # Code inside sync_playwright() runs in a greenlet with its own contextvars, so the ORM
+            # calls made there opened their own connection: close it, or PostgreSQL refuses to drop
+            # the test database ("being accessed by other users").
+            connections.close_all()

@@ -2,16 +2,13 @@
 the audit trail of one value, and a change with its reason. Screenshots go to tests/screenshots/."""
 
 import datetime
-from pathlib import Path
 
 import pytest
-from django.db import connections
-from playwright.sync_api import sync_playwright
 
 from queries.models import Query
 from studies.models import DataPoint, Role
 from studies.services import data_point_update, membership_grant
-from tests.conftest import skip_or_fail
+from tests.conftest import SCREENSHOTS
 from tests.factories import (
     DataPointFactory,
     FormDefinitionFactory,
@@ -24,35 +21,9 @@ from tests.factories import (
     VisitDefinitionFactory,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).parent / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 CHANGE_REASON = "Transcription error corrected against source"
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def browser_page(monkeypatch):
-    if not CHROMIUM.exists():
-        skip_or_fail(f"Chromium not found at {CHROMIUM}", required_by="TRIALOPS_REQUIRE_SERVICES")
-    # Playwright's sync API runs an event loop in this thread; Django's ORM calls made by the test
-    # itself (setup, assertions) would otherwise be refused as "async unsafe".
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    SCREENSHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.set_default_timeout(10_000)
-            yield page
-        finally:
-            browser.close()
-            # Code inside sync_playwright() runs in a greenlet with its own contextvars, so the ORM
-            # calls made there opened their own connection: close it, or PostgreSQL refuses to drop
-            # the test database ("being accessed by other users").
-            connections.close_all()
 
 
 @pytest.fixture

@@ -6,19 +6,17 @@ Runs like tests/test_browser.py: pytest-django's live server, Debian's /usr/bin/
 
 import datetime
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from django.db import connections
 from django.utils import timezone
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from queries.models import Query, QueryMessage
 from studies.audit import set_audit
 from studies.models import Role
 from studies.services import cra_site_assign, membership_grant
-from tests.conftest import skip_or_fail
+from tests.conftest import SCREENSHOTS
 from tests.factories import (
     DataPointFactory,
     FormDefinitionFactory,
@@ -31,37 +29,12 @@ from tests.factories import (
     VisitDefinitionFactory,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).parent / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 QUERY_TEXT = ("Systolic blood pressure (I.SYSBP) at Baseline: the recorded value is 210 mmHg, above the expected "
               "range of 60-200 mmHg. Please verify it against the source document.")
 ANSWER = "Checked against the source document: the value is 210 mmHg, as entered."
 CLOSE_REASON = "Value confirmed against source"
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def browser_page(monkeypatch):
-    if not CHROMIUM.exists():
-        skip_or_fail(f"Chromium not found at {CHROMIUM}", required_by="TRIALOPS_REQUIRE_SERVICES")
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls would
-    # otherwise be refused as "async unsafe".
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    SCREENSHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.set_default_timeout(10_000)
-            yield page
-        finally:
-            browser.close()
-            # The ORM calls made inside sync_playwright() opened their own connection: close it, or
-            # PostgreSQL refuses to drop the test database.
-            connections.close_all()
 
 
 @pytest.fixture
@@ -202,6 +175,8 @@ def test_a_data_manager_sees_the_study_inbox_with_bulk_actions_and_the_metrics(l
     page.screenshot(path=SCREENSHOTS / "q07_metrics.png", full_page=True)
 
     page.get_by_role("link", name="inbox").click()
+    # Wait for "load" (inbox.js, deferred): a box ticked before it runs is never counted.
+    page.wait_for_url(f"{live_server.url}/studies/{trial.study.pk}/queries/")
     expect(page.locator("#queries tbody tr")).to_have_count(2)  # both sites
     page.get_by_label("Select all queries on this page").check()
     expect(page.locator("#bulk-selected")).to_have_text("2 selected")

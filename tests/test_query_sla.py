@@ -23,7 +23,8 @@ from agents.services import agent_config_set
 from agents.workflow_spec import builtin_schedules, spec_parse
 from config.celery_app import app
 from queries.models import Notification, Query, QueryReminder
-from queries.sla import LANGUAGES, email_language, query_due_date, sla_email_render, sla_sweep
+from queries.phrasebook import LANGUAGES, phrasebook_language
+from queries.sla import query_due_date, sla_email_render, sla_sweep
 from studies.models import Role
 from studies.services import cra_site_assign, membership_grant
 from tests.conftest import skip_or_fail
@@ -364,7 +365,7 @@ def test_every_step_renders_in_every_language(language):
 
 
 def test_unknown_languages_fall_back_to_english_and_regional_codes_to_their_language():
-    assert [email_language(code) for code in ("pt-BR", "zh_CN", "FR", "xx", "", None)] == [
+    assert [phrasebook_language(code) for code in ("pt-BR", "zh_CN", "FR", "xx", "", None)] == [
         "pt", "zh", "fr", "en", "en", "en"]
 
 

@@ -39,10 +39,10 @@ def add_ae(subject, visit, items, n: int, *, serious: str, onset: str):
                          else None)
 
 
-def build_world():
+def build_world(protocol_id: str = "RBM-1"):
     """Ten sites of 5 subjects on study 100 days; site 104 reports many AEs and deviations (with
     fewer sites no over-dispersion-adjusted score can reach 2: |z| <= sqrt(sites - 1))."""
-    study = StudyFactory(protocol_id="RBM-1")
+    study = StudyFactory(protocol_id=protocol_id)
     form = FormDefinitionFactory(study=study, oid="AE")
     items = {oid: ItemDefinitionFactory(study=study, form=form, oid=oid, data_type="text") for oid in
              ("AE.AETERM", "AE.AESER")}
@@ -428,3 +428,17 @@ def test_the_dashboard_shows_the_heatmap_a_funnel_and_a_sites_page(world, client
     assert client.get(f"/studies/{study.pk}/risk/sites/{sites[0].pk}/").status_code == 404
     client.force_login(users["sc"])
     assert client.get(f"/studies/{study.pk}/risk/").status_code == 404
+
+
+def test_without_a_study_each_study_answers_with_its_own_latest_snapshot(world):
+    study, _ = world
+    other, _ = build_world("RBM-2")
+    actor = UserFactory(username="rbm")
+    kri_snapshot_compute(study=study, snapshot_date=DAY, actor=actor)
+    kri_snapshot_compute(study=other, snapshot_date=DAY + datetime.timedelta(days=30), actor=actor)
+    client = _client(UserFactory(username="root", is_superuser=True))
+
+    rows = client.get("/api/v1/site-risk/", {"page_size": 100}).json()["results"]
+
+    assert sorted({(r["study"], r["snapshot"]) for r in rows}) == sorted(
+        [(study.pk, "2025-06-01"), (other.pk, "2025-07-01")])

@@ -242,6 +242,9 @@ IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 512 * 1024 * 1024, minimum=1024)
 # --- Product ------------------------------------------------------------------------------------
 DEMO_PASSWORD = env_str("DEMO_PASSWORD", "demo")
 SHARED_DATA_DIR = Path(env_str("TRIALOPS_SHARED_DATA", str(BASE_DIR.parent / "shared" / "data")))
+# Whether an import starts the built-in workflows declaring on_import (data_review, risk_review);
+# the test settings turn it off, and the tests that check the wiring turn it back on.
+BUILTIN_WORKFLOWS_ON_IMPORT = True
 # Absolute links in e-mails (query reminders) point here.
 TRIALOPS_BASE_URL = (env_url("TRIALOPS_BASE_URL", ("http", "https")) or "http://localhost:8000").rstrip("/")
 

@@ -63,6 +63,7 @@ class Context:
         self.changed_subjects = changed_subjects or set()
         self.items = {item.pk: item for item in ItemDefinition.objects.filter(study=study).select_related("form")}
         self.items_by_oid = {item.oid: item for item in self.items.values()}
+        self._frames: dict[str, pd.DataFrame] = {}  # subjects and visits: read once per pass
 
     def _scope(self, *, local: bool, id_column: str = "id", subject_column: str = "subject_id") -> str:
         if self.full:
@@ -118,14 +119,22 @@ class Context:
         return frame
 
     def subjects(self) -> pd.DataFrame:
+        """The subjects in scope, read once per pass (several rule types anchor on them); the
+        frame is shared: callers derive from it, never change it in place."""
+        if "subjects" in self._frames:
+            return self._frames["subjects"]
         columns = ["id", "site_id", "consent_date", "enrolment_date"]
         frame = frame_from_sql(f"SELECT {', '.join(columns)} FROM {_table(Subject)} WHERE study_id = %s"
                                f"{self._scope(local=False, subject_column='id')}", [self.study.pk], columns)
         for column in ("consent_date", "enrolment_date"):
             frame[column] = as_dates(frame[column])
+        self._frames["subjects"] = frame
         return frame
 
     def visits(self) -> pd.DataFrame:
+        """The visits in scope with their definitions, read once per pass, shared as subjects()."""
+        if "visits" in self._frames:
+            return self._frames["visits"]
         columns = ["id", "subject_id", "definition_id", "repeat_key", "actual_date", "oid", "planned_day",
                    "window_before", "window_after"]
         sql = (f"SELECT v.id, v.subject_id, v.definition_id, v.repeat_key, v.actual_date, d.oid, d.planned_day, "
@@ -134,4 +143,5 @@ class Context:
                f"{self._scope(local=False, subject_column='v.subject_id')}")
         frame = frame_from_sql(sql, [self.study.pk], columns)
         frame["actual_date"] = as_dates(frame["actual_date"])
+        self._frames["visits"] = frame
         return frame

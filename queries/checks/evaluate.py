@@ -247,20 +247,24 @@ def visit_window(checks: list[EditCheck], ctx: Context) -> pd.DataFrame:
 def consistency(checks: list[EditCheck], ctx: Context) -> pd.DataFrame:
     """When an item has one of the trigger values (an AE marked serious, a discontinuation), a
     form or item must be present for the subject (or the same visit)."""
+    forms = {i.form.oid: i.form_id for i in ctx.items.values() if i.form}
+    wanted = [(check, ctx.items_by_oid[check.params["when"]["item"]].pk, check.params["require"]) for check in checks]
+    # Every trigger and required item, and every required form, in one read
+    points = ctx.points({trigger for _, trigger, _ in wanted}
+                        | {ctx.items_by_oid[r["item"]].pk for _, _, r in wanted if "form" not in r},
+                        local=False, form_ids={forms.get(r["form"]) for _, _, r in wanted if "form" in r} - {None})
     out = []
-    for check in checks:
-        when, require = check.params["when"], check.params["require"]
-        trigger_item = ctx.items_by_oid[when["item"]]
-        triggers = ctx.points([trigger_item.pk], local=False)
+    for check, trigger, require in wanted:
+        when = check.params["when"]
+        triggers = points[points["item_id"] == trigger]
         values = set(v.strip().lower() for v in when["in"])
         triggers = triggers[triggers["raw_value"].str.strip().str.lower().isin(values)]
         if triggers.empty:
             continue
         if "form" in require:
-            form = next(i.form_id for i in ctx.items.values() if i.form and i.form.oid == require["form"])
-            present = ctx.points([], local=False, form_ids=[form])
+            present = points[points["form_id"] == forms[require["form"]]]  # KeyError: a form without items
         else:
-            present = ctx.points([ctx.items_by_oid[require["item"]].pk], local=False)
+            present = points[points["item_id"] == ctx.items_by_oid[require["item"]].pk]
         present = present[present["raw_value"] != ""]
         on = {"subject": ["subject_id"], "visit": ["subject_id", "visit_id"],
               "record": ["subject_id", "visit_id", "repeat_key"]}[check.params["scope"]]

@@ -60,9 +60,9 @@ def rule_validate(check: EditCheck) -> dict:
     """The check's params, normalised; raises RuleInvalid with the reason."""
     if check.rule_type not in PROPERTIES:
         raise RuleInvalid(f"Unknown rule type {check.rule_type!r}.")
-    params = dict(check.params or {})
     if not isinstance(check.params, dict):
         raise RuleInvalid("params must be an object.")
+    params = dict(check.params)
     if "confidence" in params and not _is_number(params["confidence"], 0, 1):
         raise RuleInvalid("confidence must be a number from 0 to 1.")
     if "category" in params and params["category"] not in C.values:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db.models import Q
+from django.dispatch import Signal
 from django.utils import timezone
 
 from studies.audit import set_audit, system_account
@@ -27,6 +28,9 @@ from studies.models import (
 
 SERVICE_ACCOUNT = "system.edc"
 DEFAULT_SITE = "EDC"
+# Sent with `connection`, `actor` and `adapter` after each sync's pull (queries builds on
+# studies, not the reverse: the queries app pushes and pulls its queries from here).
+edc_synced = Signal()
 PLACEHOLDER_COUNTRY = "XX"  # as the ODM importer: ISO 3166 user-assigned, "not known"
 
 
@@ -56,7 +60,8 @@ def edc_sync_release(*, connection_id: int) -> None:
 def edc_sync(*, connection: EdcConnection, actor=None, full: bool = False) -> list[Import]:
     """Pull metadata and the clinical data changed since the last successful pull (everything when
     `full` or never pulled). The next pull starts from this one's start time only if all succeeded.
-    Then released queries are pushed to the EDC and their states pulled back (queries.edc)."""
+    Then `edc_synced` lets other apps exchange with the EDC (queries.edc: released queries pushed,
+    their states pulled back)."""
     actor = actor or edc_service_actor()
     started = timezone.now()
     since = None if full else connection.last_synced_at
@@ -71,9 +76,7 @@ def edc_sync(*, connection: EdcConnection, actor=None, full: bool = False) -> li
     if all(r.status == Import.Status.SUCCEEDED for r in records):
         EdcConnection.objects.filter(pk=connection.pk).update(last_synced_at=started)
         connection.last_synced_at = started
-    from queries.edc import queries_edc_sync  # noqa: PLC0415 (queries builds on studies, not the reverse)
-
-    queries_edc_sync(connection=connection, actor=actor, adapter=adapter)
+    edc_synced.send(sender=EdcConnection, connection=connection, actor=actor, adapter=adapter)
     return records
 
 

@@ -50,16 +50,21 @@ def read_domain(directory: Path, domain: str) -> pd.DataFrame | None:
         frame, _ = pyreadstat.read_xport(str(path))
         for column in frame.columns:
             if pd.api.types.is_numeric_dtype(frame[column]):
-                frame[column] = frame[column].map(lambda v: "" if pd.isna(v) else format(v, "g"))
+                frame[column] = _number_text(frame[column]).fillna("")
         return frame.astype(str).replace({"nan": ""})
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     # Numbers written by another tool ("1.0", "3.50") read as the transport file's ("1", "3.5"):
     # VISITNUM and --SEQ are keys that must match SV's and the other domains'.
     for column in frame.columns:
         if column == "VISITNUM" or column.endswith(("SEQ", "DY")):
-            numbers = pd.to_numeric(frame[column], errors="coerce")
-            frame[column] = frame[column].where(numbers.isna(), numbers.map(lambda v: format(v, "g")))
+            numbers = _number_text(pd.to_numeric(frame[column], errors="coerce"))
+            frame[column] = frame[column].where(numbers.isna(), numbers)
     return frame
+
+
+def _number_text(numbers: pd.Series) -> pd.Series:
+    """Numbers as the transport file writes them (1, 3.5), missing kept missing."""
+    return numbers.map(lambda v: None if pd.isna(v) else format(v, "g"))
 
 
 def _date(value: str):

@@ -657,10 +657,6 @@ class StudyDesign:
 
 # Writing it, running the analyzer, scoring ------------------------------------------------
 
-class _Rollback(Exception):
-    pass
-
-
 class Command(BaseCommand):
     help = "Precision and recall of the QueryAnalyzer on a generated study with known errors of every rule type."
 
@@ -673,13 +669,9 @@ class Command(BaseCommand):
         if subjects < 1:
             raise CommandError("--subjects must be at least 1")
         design = StudyDesign(random.Random(seed), subjects)
-        result, lines = {}, []
-        try:
-            with transaction.atomic():
-                result, lines = self._measure(design, show=show)
-                raise _Rollback
-        except _Rollback:
-            pass
+        with transaction.atomic():  # everything written is rolled back at the end
+            result, lines = self._measure(design, show=show)
+            transaction.set_rollback(True)
         for line in lines:
             self.stdout.write(line)
         self.stdout.write(json.dumps({"bench": "query_accuracy", "seed": seed, **result}))

@@ -23,10 +23,6 @@ from studies.ingest.writer import DataPointWriter
 from studies.models import DataPoint, Import, Study
 
 
-class _Rollback(Exception):
-    pass
-
-
 def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
 
@@ -46,13 +42,9 @@ class Command(BaseCommand):
         if rows is not None:
             tables["rawplus_lb"] = tables["rawplus_lb"].head(rows)
             tables = clindata.restrict_to_subjects(tables, set(tables["rawplus_lb"]["subjid"]))
-        result = {}
-        try:
-            with transaction.atomic():
-                result = self._measure(tables)
-                raise _Rollback
-        except _Rollback:
-            pass
+        with transaction.atomic():  # everything written is rolled back at the end
+            result = self._measure(tables)
+            transaction.set_rollback(True)
         result["peak_rss_mb"] = _peak_rss_mb()
         self.stdout.write(f"database: {connection.vendor}; setup (sites, subjects, visits) "
                           f"{result.pop('setup_seconds')} s; rolled back")
