@@ -125,12 +125,15 @@ _HISTORY_COLUMNS = {"history_id", "history_date", "history_change_reason", "hist
 
 
 def audited_copy_create(model: type[models.Model], columns: list[str], rows: "list[tuple] | pd.DataFrame", *,
-                        actor, reason: str) -> list[int]:
+                        actor, reason: str, into: tuple[str, str] | None = None) -> list[int]:
     """Create `model` rows with PostgreSQL COPY, and their history rows ("+", `actor`, `reason`,
     one history_date) by COPY too, in one transaction. `rows` are tuples of values in the order of
     `columns` (attnames, e.g. "study_id"), or a DataFrame holding those columns (the set-based
     path: formatted as CSV, vectorised); fields left out take their model default. Returns the
-    new primary keys in row order. PostgreSQL only: elsewhere use `audited_bulk_create`."""
+    new primary keys in row order. PostgreSQL only: elsewhere use `audited_bulk_create`.
+
+    `into` names other tables (rows, history rows) of the same columns to write to instead: the
+    ingest benchmark's floor, the same writes into tables without index, constraint or trigger."""
     from studies.ingest.copy import copy_frame, copy_rows, reserve_ids  # noqa: PLC0415 (ingest imports models)
 
     reason = _require_reason(reason)
@@ -153,6 +156,7 @@ def audited_copy_create(model: type[models.Model], columns: list[str], rows: "li
     stamp = (timezone.now(), getattr(actor, "pk", None), reason, "+")
     history_columns = [*db_columns, "history_date", "history_user_id", "history_change_reason", "history_type"]
 
+    table, history_table = into or (meta.db_table, history._meta.db_table)
     with transaction.atomic():
         ids = reserve_ids(meta.db_table, len(rows), column=meta.pk.column)
         if isinstance(rows, pd.DataFrame):
@@ -161,15 +165,15 @@ def audited_copy_create(model: type[models.Model], columns: list[str], rows: "li
             for field, default in zip(rest, defaults, strict=True):
                 frame[field.attname] = default
             frame.columns = db_columns
-            copy_frame(meta.db_table, frame)
+            copy_frame(table, frame)
             # The history rows are the same CSV with the four history columns appended: one
             # more pass of the C++ formatter, no per-row Python.
             for column, value in zip(history_columns[len(db_columns):], stamp, strict=True):
                 frame[column] = value
-            copy_frame(history._meta.db_table, frame)
+            copy_frame(history_table, frame)
         else:
-            copy_rows(meta.db_table, db_columns,
+            copy_rows(table, db_columns,
                       ((pk, *row, *defaults) for pk, row in zip(ids, rows, strict=False)))
-            copy_rows(history._meta.db_table, history_columns,
+            copy_rows(history_table, history_columns,
                       ((pk, *row, *defaults, *stamp) for pk, row in zip(ids, rows, strict=False)))
     return ids

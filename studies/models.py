@@ -295,16 +295,22 @@ class DataPoint(models.Model):
         DISCREPANCY = "discrepancy", "Discrepancy"
 
     # study_id is a copy of subject.study_id, kept for the (study, item) index the study-wide reads
-    # use. Its integrity comes from the subject: the enforced subject FK pins the row to a subject
-    # whose own study FK is enforced, so a database check of study_id adds nothing but cost (one
-    # more RI check per row at commit, ~4 s of a 1.1 M row load). PROTECT still holds in the ORM.
-    # Both single-column indexes are left out: (study, item) and the unique (subject, ...) cover them.
+    # use. Its integrity comes from the subject, whose own study FK is enforced; PROTECT still holds
+    # in the ORM. The subject, visit, form and item references are enforced in the database by
+    # set-based triggers (studies/integrity.py), not by foreign key constraints: those check each
+    # row's references one lookup at a time, which cost more than writing the rows of a big import.
+    # Indexes: (study, item) serves study-wide and per-item reads, the unique (subject, ...) those by
+    # subject, and visit those by visit; deleting a form or an item (a metadata change, rare) scans.
     study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="data_points", db_constraint=False,
                               db_index=False)
-    subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="data_points", db_index=False)
-    visit = models.ForeignKey(SubjectVisit, on_delete=models.PROTECT, related_name="data_points")
-    form = models.ForeignKey(FormDefinition, on_delete=models.PROTECT, related_name="data_points")
-    item = models.ForeignKey(ItemDefinition, on_delete=models.PROTECT, related_name="data_points")
+    subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="data_points", db_constraint=False,
+                                db_index=False)
+    visit = models.ForeignKey(SubjectVisit, on_delete=models.PROTECT, related_name="data_points",
+                              db_constraint=False)
+    form = models.ForeignKey(FormDefinition, on_delete=models.PROTECT, related_name="data_points",
+                             db_constraint=False, db_index=False)
+    item = models.ForeignKey(ItemDefinition, on_delete=models.PROTECT, related_name="data_points",
+                             db_constraint=False, db_index=False)
     repeat_key = models.CharField(max_length=32, default="1", help_text="Keeps repeating item groups apart")
     raw_value = models.TextField(blank=True)
     value_number = models.FloatField(null=True, blank=True)
@@ -326,7 +332,8 @@ class DataPoint(models.Model):
     objects = AuditedManager()
     # The history is read by data point (id), by subject (ODM export) and by date and user (audit
     # review); an index on its other foreign keys would only slow every import down.
-    history = HistoricalRecords(no_db_index=["study", "visit", "form", "item"])
+    # Its user reference is enforced by the triggers of studies/integrity.py, like the data point's.
+    history = HistoricalRecords(no_db_index=["study", "visit", "form", "item"], user_db_constraint=False)
 
     class Meta:
         ordering = ["subject", "visit", "form", "item", "repeat_key"]

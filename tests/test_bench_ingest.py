@@ -3,6 +3,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 
 from studies.models import DataPoint, Study
 
@@ -16,3 +17,5 @@ def test_bench_ingest_prints_its_figures_as_a_json_last_line_and_leaves_nothing(
     assert result["bench"] == "ingest" and result["rows"] == 2000 and result["history_rows"] == 2000
     assert not Study.objects.filter(protocol_id__startswith="BENCH-").exists()
     assert DataPoint.objects.count() == 0
+    if connection.vendor == "postgresql":  # the floor: the same audited writes into bare tables
+        assert result["floor_seconds"] > 0 and result["floor_ratio"] > 0

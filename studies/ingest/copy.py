@@ -49,7 +49,7 @@ def _copy_sql(table: str, columns: Sequence[str], options: str = "") -> str:
 def copy_rows(table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> int:
     """COPY `rows` (tuples in `columns` order, Python values adapted by psycopg) into `table`."""
     written = 0
-    with connection.cursor() as cursor:
+    with connection.cursor() as cursor, connection.wrap_database_errors:  # raw psycopg: errors as Django's
         with cursor.cursor.copy(_copy_sql(table, columns)) as copy:
             for row in rows:
                 copy.write_row(row)
@@ -68,7 +68,7 @@ def copy_frame(table: str, frame: pd.DataFrame, *, slice_rows: int = SLICE_ROWS)
     if frame.empty:
         return 0
     table_data = pa.Table.from_pandas(frame, preserve_index=False)
-    with connection.cursor() as cursor:
+    with connection.cursor() as cursor, connection.wrap_database_errors:  # raw psycopg: errors as Django's
         with cursor.cursor.copy(_copy_sql(table, list(frame.columns), " (FORMAT csv)")) as copy:
             for batch in table_data.to_batches(max_chunksize=slice_rows):
                 sink = pa.BufferOutputStream()
