@@ -5,6 +5,8 @@ Every change made here asks for a reason for change, stored in the history row w
 
 from django import forms
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.core.exceptions import ValidationError
 from django.http import Http404
 from guardian.admin import GuardedModelAdminMixin
@@ -220,3 +222,17 @@ class DataPointAdmin(AuditedAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class UserAdmin(DjangoUserAdmin):
+    """Accounts are deactivated (Active unticked), never deleted: the audit trail names who made
+    each change, and the database refuses to delete a user named in the data point history
+    (studies/integrity.py)."""
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+User = get_user_model()
+admin.site.unregister(User)
+admin.site.register(User, UserAdmin)

@@ -22,8 +22,11 @@ triggers, and deletes by the ORM's PROTECT only (see `_sqlite_statements`).
 
 The checks are immediate (end of statement), where the foreign keys were deferred to commit:
 parents are always written before their data points. `install(connection)` and
-`uninstall(connection)` are run by the migration that replaced the foreign keys; a change here needs
-a new migration that runs them again."""
+`uninstall(connection)` are run by the migration that replaced the foreign keys. Around every
+`migrate` the triggers are dropped and installed again (`before_migrate`, `after_migrate`, connected
+in studies/apps.py): SQLite rebuilds a table to alter it and refuses while a trigger names the table
+being rebuilt, and PostgreSQL refuses to change the type of a column a trigger names. A change here
+takes effect at the next `migrate`."""
 
 # Per child table: (column, referenced table, nullable). The history_user of a data point's history
 # rows (who made the change) is checked the same way: a history row is written for every new data
@@ -205,6 +208,8 @@ def trigger_names(vendor: str) -> set[str]:
 
 
 def install(connection) -> None:
+    """Create the triggers (after dropping any installed before: running it twice is harmless)."""
+    uninstall(connection)
     statements = _postgresql_statements() if connection.vendor == "postgresql" else _sqlite_statements()
     with connection.cursor() as cursor:
         for statement in statements:
@@ -216,3 +221,30 @@ def uninstall(connection) -> None:
     with connection.cursor() as cursor:
         for statement in statements:
             cursor.execute(statement)
+
+
+_MIGRATION = ("studies", "0006_data_point_set_based_references")
+
+
+def _applied(connection) -> bool:
+    from django.db.migrations.recorder import MigrationRecorder  # noqa: PLC0415
+
+    recorder = MigrationRecorder(connection)
+    return recorder.has_table() and _MIGRATION in recorder.applied_migrations()
+
+
+def before_migrate(sender, using, plan=None, **kwargs) -> None:
+    """pre_migrate: drop the triggers if migrations are about to run."""
+    from django.db import connections  # noqa: PLC0415
+
+    if plan and _applied(connections[using]):
+        uninstall(connections[using])
+
+
+def after_migrate(sender, using, **kwargs) -> None:
+    """post_migrate (also sent after a test flush): install the triggers once their migration is
+    applied, and not while it is unapplied (migrating back before it)."""
+    from django.db import connections  # noqa: PLC0415
+
+    if _applied(connections[using]):
+        install(connections[using])

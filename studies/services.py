@@ -80,8 +80,9 @@ def data_point_update(*, data_point: DataPoint, raw_value: str, actor, reason: s
     `expected_version`, the change is refused if someone else changed the value first."""
     if not reason or not reason.strip():
         raise ReasonRequired("A reason for change is required to change a data point.")
-    # Lock the row: two concurrent edits must not both read version N and write N + 1.
-    data_point = DataPoint.objects.select_for_update().select_related("item").get(pk=data_point.pk)
+    # Lock the row: two concurrent edits must not both read version N and write N + 1. Only the
+    # data point's row: an import holds its item FOR KEY SHARE until it commits (studies/integrity.py).
+    data_point = DataPoint.objects.select_for_update(of=("self",)).select_related("item").get(pk=data_point.pk)
     if expected_version is not None and expected_version != data_point.version:
         raise StaleVersion(f"The value changed since version {expected_version} (now version "
                            f"{data_point.version}); review it and try again.")

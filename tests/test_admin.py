@@ -1,6 +1,7 @@
 """Django admin for sponsors: scoped to their studies, every change with a reason, history shown."""
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
 from studies.models import Role, Site, StudyMembership
@@ -127,3 +128,13 @@ def test_regulated_records_cannot_be_deleted_in_admin(client, studies):
     site = SiteFactory(study=own)
     assert client.get(f"/admin/studies/site/{site.pk}/delete/").status_code == 403
     assert Site.objects.filter(pk=site.pk).exists()
+
+
+def test_no_one_deletes_a_user_in_admin_accounts_are_deactivated(client, db):
+    admin_user = get_user_model().objects.create_superuser("root_admin", "root@example.org", "pw-for-tests")
+    target = UserFactory(username="leaver")
+    client.force_login(admin_user)
+    assert client.get(f"/admin/auth/user/{target.pk}/delete/").status_code == 403
+    assert client.post(f"/admin/auth/user/{target.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert get_user_model().objects.filter(pk=target.pk).exists()
+    assert client.get(f"/admin/auth/user/{target.pk}/change/").status_code == 200  # deactivating stays possible

@@ -1,6 +1,8 @@
 """The data point table's references, enforced by set-based triggers (studies/integrity.py) instead
 of per-row foreign keys: what the foreign keys refused is still refused, by the database itself."""
 
+from types import SimpleNamespace
+
 import pandas as pd
 import psycopg
 import pytest
@@ -8,8 +10,9 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 
 from studies import integrity
-from studies.audit import audited_bulk_create, audited_copy_create
+from studies.audit import audited_bulk_create, audited_bulk_update, audited_copy_create
 from studies.models import DataPoint, FormDefinition, ItemDefinition, Subject, SubjectVisit
+from studies.services import data_point_update
 from tests.factories import (
     DataPointFactory,
     FormDefinitionFactory,
@@ -96,11 +99,48 @@ def test_moving_a_data_point_to_a_missing_visit_is_refused_and_to_a_real_one_all
     assert DataPoint.objects.get(pk=point.pk).visit_id == other.pk
 
 
-def test_an_ordinary_save_passes(point):
-    point.raw_value = "6"
-    point._change_reason = "typo"
-    point.save()
-    assert DataPoint.objects.get(pk=point.pk).raw_value == "6"
+def test_a_bulk_update_moving_data_points_to_a_missing_item_is_refused(point):
+    point.item_id = 987_654_321
+    with pytest.raises(IntegrityError):
+        with transaction.atomic():
+            audited_bulk_update([point], ["item_id"], actor=UserFactory(), reason="test")
+    assert DataPoint.objects.get(pk=point.pk).item_id != 987_654_321
+
+
+def test_history_rows_naming_a_missing_user_fail_with_their_data_points(point):
+    if not _is_postgresql():
+        pytest.skip("COPY is PostgreSQL's")
+    frame = pd.DataFrame({"study_id": [point.study_id], "subject_id": [point.subject_id],
+                          "visit_id": [point.visit_id], "form_id": [point.form_id], "item_id": [point.item_id],
+                          "repeat_key": ["2"], "raw_value": ["1"]})
+    history_before = DataPoint.history.count()
+    with pytest.raises(IntegrityError, match='987654321 is not present in table "auth_user"'):
+        with transaction.atomic():
+            audited_copy_create(DataPoint, list(frame.columns), frame, actor=SimpleNamespace(pk=987_654_321),
+                                reason="test")
+    assert DataPoint.objects.count() == 1
+    assert DataPoint.history.count() == history_before
+
+
+def test_migrate_drops_the_triggers_before_and_installs_them_after(db):
+    """SQLite rebuilds a table to alter it and refuses while a trigger names it; PostgreSQL refuses
+    to change the type of a column a trigger names: so migrations run without them."""
+    def installed() -> set[str]:
+        with connection.cursor() as cursor:
+            if _is_postgresql():
+                cursor.execute("SELECT tgname FROM pg_trigger WHERE tgname LIKE 'trialops_ref_%%'")
+            else:
+                cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'trialops_ref_%'")
+            return {row[0] for row in cursor.fetchall()}
+
+    expected = integrity.trigger_names(connection.vendor)
+    integrity.before_migrate(sender=None, using="default", plan=[])  # nothing to migrate: left alone
+    assert installed() == expected
+    integrity.before_migrate(sender=None, using="default", plan=[("a migration", False)])
+    assert installed() == set()
+    integrity.after_migrate(sender=None, using="default")
+    integrity.after_migrate(sender=None, using="default")  # twice: harmless
+    assert installed() == expected
 
 
 @pytest.mark.parametrize("model", [Subject, SubjectVisit, FormDefinition, ItemDefinition])
@@ -198,6 +238,13 @@ def test_a_new_data_point_locks_its_subject_against_a_concurrent_delete():
                 deleting.execute("SET CONSTRAINTS ALL DEFERRED")
                 deleting.execute("DELETE FROM studies_datapoint WHERE subject_id = %s", [point.subject_id])
                 deleting.execute("DELETE FROM studies_subject WHERE id = %s", [point.subject_id])
+        # An edit of another value of the same item does not wait for the insert to commit: the
+        # edit locks its data point, not the item the insert holds.
+        other = DataPointFactory(raw_value="4", item=point.item, form=point.form)
+        with transaction.atomic():
+            _sql("SET LOCAL lock_timeout = '300ms'")
+            data_point_update(data_point=other, raw_value="5", actor=UserFactory(), reason="typo")
+        assert DataPoint.objects.get(pk=other.pk).raw_value == "5"
         inserting.commit()
         with pytest.raises(psycopg.errors.ForeignKeyViolation):
             with deleting.transaction():
@@ -206,4 +253,5 @@ def test_a_new_data_point_locks_its_subject_against_a_concurrent_delete():
                                  [point.subject_id])
                 deleting.execute("DELETE FROM studies_subject WHERE id = %s", [point.subject_id])
     assert DataPoint.objects.filter(subject_id=point.subject_id).count() == 2
+    assert DataPoint.objects.filter(pk=other.pk).exists()
     assert Subject.objects.filter(pk=point.subject_id).exists()

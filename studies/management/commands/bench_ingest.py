@@ -84,7 +84,8 @@ class Command(BaseCommand):
             raise CommandError(f"expected {len(lab)} data points with history, got {written} / {audited}")
         figures = {"load_seconds": round(seconds, 2)}
         if is_postgresql():
-            # The foreign keys are checked at commit (deferred), and this run rolls back: fire the
+            # Foreign keys still deferred to commit (the setup's sites, subjects and visits; a data
+            # point's references are checked as it is written): this run rolls back, so fire those
             # checks now and count them, since a committing import pays them too.
             started = time.perf_counter()
             with connection.cursor() as cursor:
