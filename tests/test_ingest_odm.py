@@ -188,6 +188,17 @@ def test_a_full_snapshot_flags_values_it_no_longer_holds(tmp_path, actor):
     assert gone.missing_in_source and gone.raw_value == "Ibuprofen"
 
 
+def test_a_flagged_value_back_in_the_edc_unchanged_loses_its_flag_as_a_change(tmp_path, actor):
+    load(write_odm(tmp_path / "a.xml", subject_xml("001")), actor)
+    load(write_odm(tmp_path / "b.xml", subject_xml("001", meds=("Aspirin",))), actor, full_snapshot=True)
+    back = load(write_odm(tmp_path / "c.xml", subject_xml("001")), actor)
+
+    assert back.counts["data_points_changed"] == 1 and not back.counts.get("data_points_created")
+    point = DataPoint.objects.get(item__oid="I.CMTRT", repeat_key="2")
+    assert (point.missing_in_source, point.raw_value, point.version) == (False, "Ibuprofen", 2)
+    assert point.history.latest().history_change_reason == f"EDC sync {back.pk}"
+
+
 def test_a_failure_mid_file_leaves_the_study_exactly_as_it_was(tmp_path, actor, monkeypatch):
     load(write_odm(tmp_path / "a.xml", subject_xml("001")), actor)
     before = stored_state()

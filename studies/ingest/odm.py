@@ -434,7 +434,8 @@ class OdmLoader:
         for record in batch:
             subject = subjects[record.key]
             for value in record.items:
-                latest = max((a for a in value.audits if a.occurred_at), key=lambda a: a.occurred_at, default=None)
+                latest = (max((a for a in value.audits if a.occurred_at), key=lambda a: a.occurred_at, default=None)
+                          if value.audits else None)
                 self.writer.add(IncomingValue(
                     subject_id=subject.pk, visit_id=visits[(subject.pk, value.visit)].pk,
                     form_id=defs.forms[value.form_oid].pk, item=defs.items[value.item_oid],

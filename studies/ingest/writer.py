@@ -96,28 +96,32 @@ class DataPointWriter:
         batch, self._buffer = self._buffer, {}
         # Locked (in a stable order, against deadlocks) until the import commits: a site's edit made
         # meanwhile waits instead of being overwritten by a value compared with a stale version.
-        existing = {
-            _key(point): point
-            for point in DataPoint.objects.select_for_update().filter(
+        # Read as tuples (key -> pk, missing_in_source, compared values): model instances are built
+        # only for the values that changed.
+        stored = {
+            row[:5]: row[5:]
+            for row in DataPoint.objects.select_for_update().filter(
                 subject_id__in={v.subject_id for v in batch.values()},
                 item_id__in={v.item.pk for v in batch.values()},
-            ).order_by("pk")
+            ).order_by("pk").values_list(*_KEY, "pk", "missing_in_source", *_COMPARED)
         }
-        new, changed, unchanged = [], [], 0
+        new, changed, unchanged = [], {}, 0
         for key, value in batch.items():
             self._seen_keys.add(key)
             self._seen_subjects.add(value.subject_id)
-            point = existing.get(key)
-            if point is None:
+            row = stored.get(key)
+            if row is None:
                 new.append(self._build(value))
-            elif self._differs(point, value):
-                changed.append(self._apply(point, value))
+            elif row[1] or row[2:] != tuple(getattr(value, name) for name in _COMPARED):
+                changed[row[0]] = value
             else:
                 unchanged += 1
         self._create(new)
         if changed:
-            audited_bulk_update(changed, ["raw_value", "value_number", "value_date", "version", "sdv_state",
-                                          "missing_in_source", *_EXTRA], actor=self.run.actor, reason=self.run.reason)
+            points = [self._apply(point, changed[point.pk])
+                      for point in DataPoint.objects.filter(pk__in=list(changed)).order_by("pk")]
+            audited_bulk_update(points, ["raw_value", "value_number", "value_date", "version", "sdv_state",
+                                         "missing_in_source", *_EXTRA], actor=self.run.actor, reason=self.run.reason)
         self.run.counts["data_points_created"] += len(new)
         self.run.counts["data_points_changed"] += len(changed)
         self.run.counts["data_points_unchanged"] += unchanged
@@ -279,10 +283,6 @@ class DataPointWriter:
             form_id=value.form_id, item=value.item, repeat_key=value.repeat_key, raw_value=value.raw_value,
             value_number=number, value_date=day, **{name: getattr(value, name) for name in _EXTRA},
         )
-
-    @staticmethod
-    def _differs(point: DataPoint, value: IncomingValue) -> bool:
-        return point.missing_in_source or any(getattr(point, name) != getattr(value, name) for name in _COMPARED)
 
     def _apply(self, point: DataPoint, value: IncomingValue) -> DataPoint:
         point.value_number, point.value_date = self._typed(value)

@@ -5,25 +5,34 @@ Also measured in the same run, on PostgreSQL: the floor of any loader that write
 value, i.e. the same `audited_copy_create` writes (ids, data point rows, history rows) into two bare
 tables. `seconds - floor_seconds` is what indexes, integrity checks and the frame preparation add.
 
-Everything runs in one transaction that is rolled back at the end, so the bench study, its audit
-trail and the Import record vanish without any audited delete and regular data is untouched."""
+Before that, in the same run, the ODM target: an ODM 1.3.2 file of `--odm-points` data points
+(generated, schema-valid: sites, subjects, visits, two forms of typed items with units and range
+checks) imported through the same service as `import_odm`, once (all new) and again (all unchanged).
+
+Each part runs in a transaction that is rolled back at its end, so the bench studies, their audit
+trail and the Import records vanish without any audited delete and regular data is untouched."""
 
 import json
 import resource
+import tempfile
 import time
 import uuid
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
+from lxml import etree
 
 from studies.audit import audited_copy_create
 from studies.ingest import clindata
 from studies.ingest.base import ImportRun, import_create
 from studies.ingest.copy import copy_frame, is_postgresql
+from studies.ingest.odm import odm_import
 from studies.ingest.writer import DataPointWriter
 from studies.models import DataPoint, Import, Study
 
@@ -38,8 +47,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--rows", type=int, default=None, help="Load only the first N lab results")
         parser.add_argument("--dir", type=Path, default=None, help="clindata parquet directory")
+        parser.add_argument("--odm-points", type=int, default=100_000,
+                            help="Data points in the generated ODM file (0: skip the ODM import)")
 
-    def handle(self, *args, rows, dir, **options):
+    def handle(self, *args, rows, dir, odm_points, **options):
+        if odm_points < 0:
+            raise CommandError("--odm-points must be 0 or more.")
         directory = dir or Path(settings.SHARED_DATA_DIR) / "clindata" / "parquet"
         if not directory.is_dir():
             raise CommandError(f"clindata not found at {directory}")
@@ -47,10 +60,15 @@ class Command(BaseCommand):
         if rows is not None:
             tables["rawplus_lb"] = tables["rawplus_lb"].head(rows)
             tables = clindata.restrict_to_subjects(tables, set(tables["rawplus_lb"]["subjid"]))
+        odm = {}
+        if odm_points:  # first, in a transaction of its own: a fresh study, as an EDC's first export
+            with transaction.atomic():
+                odm = self._odm(odm_points)
+                transaction.set_rollback(True)
         with transaction.atomic():  # everything written is rolled back at the end
             result = self._measure(tables)
             transaction.set_rollback(True)
-        result["peak_rss_mb"] = _peak_rss_mb()
+        result.update(odm, peak_rss_mb=_peak_rss_mb())
         self.stdout.write(f"database: {connection.vendor}; setup (sites, subjects, visits) "
                           f"{result.pop('setup_seconds')} s; rolled back")
         self.stdout.write(json.dumps({"bench": "ingest", **result}))
@@ -103,6 +121,25 @@ class Command(BaseCommand):
                 "ratio": round(seconds / raw, 2), "history_rows": audited, "database": connection.vendor,
                 **figures, "setup_seconds": round(setup, 2)}
 
+    def _odm(self, points: int) -> dict:
+        """Generate an ODM file of `points` data points and import it twice (new, then unchanged)."""
+        actor, _ = get_user_model().objects.get_or_create(username="bench-ingest")
+        with tempfile.TemporaryDirectory(prefix="bench_ingest_") as directory:
+            path = Path(directory) / "bench.xml"
+            odm_write(path, points=points, study_oid=f"BENCH-ODM-{uuid.uuid4().hex[:12]}")
+            figures = {"odm_data_points": points, "odm_file_mb": round(path.stat().st_size / 2**20, 1)}
+            for label, expected in (("odm_seconds", "data_points_created"),
+                                    ("odm_reimport_seconds", "data_points_unchanged")):
+                started = time.perf_counter()
+                record = odm_import(path=path, actor=actor)
+                seconds = time.perf_counter() - started
+                if record.status != Import.Status.SUCCEEDED:
+                    raise CommandError(f"the generated ODM file failed to import: {record.errors[:1]}")
+                if record.counts.get(expected) != points:
+                    raise CommandError(f"expected {points} {expected}, got {record.counts.get(expected)}")
+                figures[label] = round(seconds, 2)
+        return figures
+
     def _audited_floor(self, frame: pd.DataFrame, actor, *, chunk_rows: int = 100_000) -> float:
         """The audited load's own writes (`audited_copy_create`, in the writer's chunks) into two
         tables of the same columns without index, constraint or trigger."""
@@ -141,3 +178,116 @@ class Command(BaseCommand):
             with connection.cursor() as cursor:
                 cursor.executemany(f"INSERT INTO {table} VALUES ({', '.join(['%s'] * len(columns))})", plain)
         return time.perf_counter() - started
+
+
+# The generated ODM file: each subject has _VISITS visits of the two forms, each form _ITEMS items.
+_VISITS = 5
+_ITEMS = 25
+_ODM = "http://www.cdisc.org/ns/odm/v1.3"
+
+
+def _items(form: str) -> list[tuple[str, str, str, tuple | None]]:
+    """(OID, data type, units, (low, high) range check or None) of a form's items."""
+    out = []
+    for number in range(_ITEMS):
+        kind = ("float", "integer", "text", "date", "float")[number % 5]
+        units, limits = {"float": ("mmol/L", (0.1, 500.0)), "integer": ("mmHg", (20, 300))}.get(kind, ("", None))
+        out.append((f"I.{form}.{kind.upper()}{number:02d}", kind, units, limits))
+    return out
+
+
+def odm_write(path: Path, *, points: int, study_oid: str, sites: int = 10) -> None:
+    """Write an ODM 1.3.2 snapshot of `points` data points to `path`, streamed (lxml xmlfile), as an
+    EDC exports one: metadata with units and range checks, sites as Locations, subjects by site."""
+    forms = {"F.VS": _items("VS"), "F.LB": _items("LB")}
+    rng = np.random.default_rng(1)
+    per_subject = _VISITS * len(forms) * _ITEMS
+    subjects = -(-points // per_subject)
+    created = datetime(2026, 1, 5, tzinfo=UTC)
+
+    def element(parent_writer, tag, attrib, children=()):
+        node = etree.Element(f"{{{_ODM}}}{tag}", attrib, nsmap={None: _ODM})
+        for child in children:
+            node.append(child)
+        parent_writer.write(node)
+
+    def sub(tag, attrib=None, text=None, children=()):
+        node = etree.Element(f"{{{_ODM}}}{tag}", attrib or {}, nsmap={None: _ODM})
+        node.text = text
+        for child in children:
+            node.append(child)
+        return node
+
+    with etree.xmlfile(str(path), encoding="utf-8") as xf:
+        xf.write_declaration()
+        with xf.element(f"{{{_ODM}}}ODM", {"FileOID": f"{study_oid}.SNAPSHOT", "FileType": "Snapshot",
+                                           "ODMVersion": "1.3.2", "CreationDateTime": created.isoformat()},
+                        nsmap={None: _ODM}):
+            definitions = [sub("Protocol", children=[
+                sub("StudyEventRef", {"StudyEventOID": f"SE.V{v}", "OrderNumber": str(v), "Mandatory": "Yes"})
+                for v in range(1, _VISITS + 1)])]
+            definitions += [sub("StudyEventDef", {"OID": f"SE.V{v}", "Name": f"Visit {v}", "Repeating": "No",
+                                                  "Type": "Scheduled"},
+                                children=[sub("FormRef", {"FormOID": form, "Mandatory": "Yes"}) for form in forms])
+                            for v in range(1, _VISITS + 1)]
+            definitions += [sub("FormDef", {"OID": form, "Name": form[2:], "Repeating": "No"},
+                                children=[sub("ItemGroupRef", {"ItemGroupOID": f"IG.{form[2:]}", "Mandatory": "Yes"})])
+                            for form in forms]
+            definitions += [sub("ItemGroupDef", {"OID": f"IG.{form[2:]}", "Name": form[2:], "Repeating": "No"},
+                                children=[sub("ItemRef", {"ItemOID": oid, "Mandatory": "No"}) for oid, *_ in items])
+                            for form, items in forms.items()]
+            for items in forms.values():
+                for oid, kind, units, limits in items:
+                    children = [sub("MeasurementUnitRef", {"MeasurementUnitOID": f"MU.{units}"})] if units else []
+                    if limits:
+                        children += [sub("RangeCheck", {"Comparator": comparator, "SoftHard": "Soft"},
+                                         children=[sub("CheckValue", {}, str(limit))])
+                                     for comparator, limit in (("GE", limits[0]), ("LE", limits[1]))]
+                    children.insert(0, sub("Question", children=[sub("TranslatedText", {}, oid)]))
+                    definitions.append(sub("ItemDef", {"OID": oid, "Name": oid, "DataType": kind,
+                                                       **({"Length": "200"} if kind == "text" else {})},
+                                           children=children))
+            element(xf, "Study", {"OID": study_oid}, [
+                sub("GlobalVariables", children=[sub("StudyName", {}, "bench_ingest ODM"),
+                                                 sub("StudyDescription", {}, "generated, rolled back"),
+                                                 sub("ProtocolName", {}, study_oid)]),
+                sub("BasicDefinitions", children=[
+                    sub("MeasurementUnit", {"OID": f"MU.{units}", "Name": units},
+                        children=[sub("Symbol", children=[sub("TranslatedText", {}, units)])])
+                    for units in ("mmol/L", "mmHg")]),
+                sub("MetaDataVersion", {"OID": "MDV.1", "Name": "v1"}, children=definitions)])
+            version = {"StudyOID": study_oid, "MetaDataVersionOID": "MDV.1", "EffectiveDate": "2026-01-01"}
+            element(xf, "AdminData", {}, [
+                sub("Location", {"OID": f"LOC.{s:03d}", "Name": f"Site {s:03d}", "LocationType": "Site"},
+                    children=[sub("MetaDataVersionRef", version)]) for s in range(1, sites + 1)])
+            written = 0
+            with xf.element(f"{{{_ODM}}}ClinicalData", {"StudyOID": study_oid, "MetaDataVersionOID": "MDV.1"}):
+                for number in range(subjects):
+                    visits = []
+                    for visit in range(1, _VISITS + 1):
+                        day = date(2026, 1, 5) + timedelta(days=number % 90 + 14 * (visit - 1))
+                        form_nodes = []
+                        for form, items in forms.items():
+                            values = []
+                            for oid, kind, _, _ in items:
+                                if written == points:
+                                    break
+                                if kind == "float":
+                                    value = f"{rng.normal(5, 1.5):.2f}"
+                                elif kind == "integer":
+                                    value = str(int(rng.normal(120, 15)))
+                                elif kind == "date":
+                                    value = day.isoformat()
+                                else:
+                                    value = ("normal", "abnormal, not clinically significant", "not done")[
+                                        int(rng.integers(3))]
+                                values.append(sub("ItemData", {"ItemOID": oid, "Value": value}))
+                                written += 1
+                            if values:
+                                form_nodes.append(sub("FormData", {"FormOID": form}, children=[
+                                    sub("ItemGroupData", {"ItemGroupOID": f"IG.{form[2:]}"}, children=values)]))
+                        if form_nodes:
+                            visits.append(sub("StudyEventData", {"StudyEventOID": f"SE.V{visit}"},
+                                              children=form_nodes))
+                    element(xf, "SubjectData", {"SubjectKey": f"{number % sites + 1:03d}-{number + 1:05d}"},
+                            [sub("SiteRef", {"LocationOID": f"LOC.{number % sites + 1:03d}"}), *visits])
