@@ -28,15 +28,13 @@ in studies/apps.py): SQLite rebuilds a table to alter it and refuses while a tri
 being rebuilt, and PostgreSQL refuses to change the type of a column a trigger names. A change here
 takes effect at the next `migrate`."""
 
-# Per child table: (column, referenced table, nullable). The history_user of a data point's history
-# rows (who made the change) is checked the same way: a history row is written for every new data
-# point, so a per-row check there costs as much as one on the data points themselves.
 TABLE = "studies_datapoint"
 HISTORY_TABLE = "studies_historicaldatapoint"
 _PREFIX = "trialops_ref_"
 
 
 def references() -> dict[str, tuple[tuple[str, str, bool], ...]]:
+    """Per child table: (column, referenced table, nullable)."""
     from django.contrib.auth import get_user_model  # noqa: PLC0415 (needs the app registry)
 
     return {

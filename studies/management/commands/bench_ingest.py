@@ -196,6 +196,16 @@ def _items(form: str) -> list[tuple[str, str, str, tuple | None]]:
     return out
 
 
+def _value(kind: str, day: date, rng: np.random.Generator) -> str:
+    if kind == "float":
+        return f"{rng.normal(5, 1.5):.2f}"
+    if kind == "integer":
+        return str(int(rng.normal(120, 15)))
+    if kind == "date":
+        return day.isoformat()
+    return ("normal", "abnormal, not clinically significant", "not done")[int(rng.integers(3))]
+
+
 def odm_write(path: Path, *, points: int, study_oid: str, sites: int = 10) -> None:
     """Write an ODM 1.3.2 snapshot of `points` data points to `path`, streamed (lxml xmlfile), as an
     EDC exports one: metadata with units and range checks, sites as Locations, subjects by site."""
@@ -204,12 +214,6 @@ def odm_write(path: Path, *, points: int, study_oid: str, sites: int = 10) -> No
     per_subject = _VISITS * len(forms) * _ITEMS
     subjects = -(-points // per_subject)
     created = datetime(2026, 1, 5, tzinfo=UTC)
-
-    def element(parent_writer, tag, attrib, children=()):
-        node = etree.Element(f"{{{_ODM}}}{tag}", attrib, nsmap={None: _ODM})
-        for child in children:
-            node.append(child)
-        parent_writer.write(node)
 
     def sub(tag, attrib=None, text=None, children=()):
         node = etree.Element(f"{{{_ODM}}}{tag}", attrib or {}, nsmap={None: _ODM})
@@ -238,28 +242,29 @@ def odm_write(path: Path, *, points: int, study_oid: str, sites: int = 10) -> No
                             for form, items in forms.items()]
             for items in forms.values():
                 for oid, kind, units, limits in items:
-                    children = [sub("MeasurementUnitRef", {"MeasurementUnitOID": f"MU.{units}"})] if units else []
+                    children = [sub("Question", children=[sub("TranslatedText", {}, oid)])]
+                    if units:
+                        children.append(sub("MeasurementUnitRef", {"MeasurementUnitOID": f"MU.{units}"}))
                     if limits:
                         children += [sub("RangeCheck", {"Comparator": comparator, "SoftHard": "Soft"},
                                          children=[sub("CheckValue", {}, str(limit))])
                                      for comparator, limit in (("GE", limits[0]), ("LE", limits[1]))]
-                    children.insert(0, sub("Question", children=[sub("TranslatedText", {}, oid)]))
                     definitions.append(sub("ItemDef", {"OID": oid, "Name": oid, "DataType": kind,
                                                        **({"Length": "200"} if kind == "text" else {})},
                                            children=children))
-            element(xf, "Study", {"OID": study_oid}, [
+            xf.write(sub("Study", {"OID": study_oid}, children=[
                 sub("GlobalVariables", children=[sub("StudyName", {}, "bench_ingest ODM"),
                                                  sub("StudyDescription", {}, "generated, rolled back"),
                                                  sub("ProtocolName", {}, study_oid)]),
                 sub("BasicDefinitions", children=[
                     sub("MeasurementUnit", {"OID": f"MU.{units}", "Name": units},
                         children=[sub("Symbol", children=[sub("TranslatedText", {}, units)])])
-                    for units in ("mmol/L", "mmHg")]),
-                sub("MetaDataVersion", {"OID": "MDV.1", "Name": "v1"}, children=definitions)])
+                    for units in sorted({units for items in forms.values() for _, _, units, _ in items if units})]),
+                sub("MetaDataVersion", {"OID": "MDV.1", "Name": "v1"}, children=definitions)]))
             version = {"StudyOID": study_oid, "MetaDataVersionOID": "MDV.1", "EffectiveDate": "2026-01-01"}
-            element(xf, "AdminData", {}, [
+            xf.write(sub("AdminData", children=[
                 sub("Location", {"OID": f"LOC.{s:03d}", "Name": f"Site {s:03d}", "LocationType": "Site"},
-                    children=[sub("MetaDataVersionRef", version)]) for s in range(1, sites + 1)])
+                    children=[sub("MetaDataVersionRef", version)]) for s in range(1, sites + 1)]))
             written = 0
             with xf.element(f"{{{_ODM}}}ClinicalData", {"StudyOID": study_oid, "MetaDataVersionOID": "MDV.1"}):
                 for number in range(subjects):
@@ -272,16 +277,7 @@ def odm_write(path: Path, *, points: int, study_oid: str, sites: int = 10) -> No
                             for oid, kind, _, _ in items:
                                 if written == points:
                                     break
-                                if kind == "float":
-                                    value = f"{rng.normal(5, 1.5):.2f}"
-                                elif kind == "integer":
-                                    value = str(int(rng.normal(120, 15)))
-                                elif kind == "date":
-                                    value = day.isoformat()
-                                else:
-                                    value = ("normal", "abnormal, not clinically significant", "not done")[
-                                        int(rng.integers(3))]
-                                values.append(sub("ItemData", {"ItemOID": oid, "Value": value}))
+                                values.append(sub("ItemData", {"ItemOID": oid, "Value": _value(kind, day, rng)}))
                                 written += 1
                             if values:
                                 form_nodes.append(sub("FormData", {"FormOID": form}, children=[
@@ -289,5 +285,6 @@ def odm_write(path: Path, *, points: int, study_oid: str, sites: int = 10) -> No
                         if form_nodes:
                             visits.append(sub("StudyEventData", {"StudyEventOID": f"SE.V{visit}"},
                                               children=form_nodes))
-                    element(xf, "SubjectData", {"SubjectKey": f"{number % sites + 1:03d}-{number + 1:05d}"},
-                            [sub("SiteRef", {"LocationOID": f"LOC.{number % sites + 1:03d}"}), *visits])
+                    site = f"{number % sites + 1:03d}"
+                    xf.write(sub("SubjectData", {"SubjectKey": f"{site}-{number + 1:05d}"},
+                                 children=[sub("SiteRef", {"LocationOID": f"LOC.{site}"}), *visits]))
