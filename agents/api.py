@@ -10,7 +10,6 @@ refused (403). Runs about no study (study_id null: the command line, schedules) 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import django_filters
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Q, QuerySet
 from django.http import Http404
@@ -22,7 +21,7 @@ from rest_framework.response import Response
 
 from agents.models import ACTIVE, AgentRun, AgentStep
 from agents.registry import registered_agents
-from config.api import FilterSet, error_response
+from config.api import ApiView, FilterSet, IdField, IntegerFilter, error_response
 
 RUN_CAPABILITY = "run_workflow"
 
@@ -97,10 +96,24 @@ def agent_rows(*, study=None) -> list[dict]:
     return rows
 
 
-class AgentViewSet(viewsets.GenericViewSet):
+class AgentSerializer(serializers.Serializer):
+    """One registered agent (a row of agent_rows)."""
+
+    name = serializers.CharField()
+    version = serializers.CharField()
+    description = serializers.CharField()
+    queue = serializers.CharField()
+    config_schema = serializers.DictField(help_text="JSON schema of the agent's per-study configuration")
+    health = serializers.DictField(help_text="success/failure counts, failure rate, p50/p95, queue depth, "
+                                             "worker heartbeat")
+    config = serializers.DictField(required=False, help_text="with ?study=: the study's configuration")
+    enabled = serializers.BooleanField(required=False, help_text="with ?study=: whether the agent runs there")
+
+
+class AgentViewSet(ApiView, viewsets.GenericViewSet):
     """GET /api/v1/agents/[?study=ID]: the registry, with health; with a study, its config too."""
 
-    serializer_class = serializers.Serializer  # rows are plain dicts built by agent_rows
+    serializer_class = AgentSerializer  # rows are plain dicts built by agent_rows
     filter_backends = []
 
     @extend_schema(parameters=[OpenApiParameter("study", int, description="add this study's config and enabled flag")])
@@ -117,7 +130,7 @@ class AgentViewSet(viewsets.GenericViewSet):
 # --- Workflow runs --------------------------------------------------------------------------------
 class AgentStepSerializer(serializers.ModelSerializer):
     duration_ms = serializers.SerializerMethodField()
-    compensates = serializers.CharField(source="compensates.key", default=None, read_only=True)
+    compensates = serializers.CharField(source="compensates.key", default=None, read_only=True, allow_null=True)
 
     class Meta:
         model = AgentStep
@@ -138,7 +151,7 @@ class WorkflowRunSerializer(serializers.ModelSerializer):
     study = serializers.IntegerField(source="study_id", read_only=True)
     definition = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
-    triggered_by = serializers.CharField(source="triggered_by.username", default=None, read_only=True)
+    triggered_by = serializers.CharField(source="triggered_by.username", default=None, read_only=True, allow_null=True)
 
     class Meta:
         model = AgentRun
@@ -167,18 +180,19 @@ class WorkflowRunDetailSerializer(WorkflowRunSerializer):
 
 class WorkflowRunStartSerializer(serializers.Serializer):
     workflow = serializers.CharField(max_length=64)
-    study = serializers.IntegerField()
+    study = IdField()
 
 
 class WorkflowRunFilter(FilterSet):
-    study = django_filters.NumberFilter(field_name="study_id")
+    study = IntegerFilter(field_name="study_id")
+    updated_since_fields = ("created_at", "started_at", "finished_at")
 
     class Meta:
         model = AgentRun
         fields = ["study", "workflow", "status", "trigger"]
 
 
-class WorkflowRunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class WorkflowRunViewSet(ApiView, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     filterset_class = WorkflowRunFilter
 
     def get_queryset(self):

@@ -1,20 +1,25 @@
 """/api/: version 1 of the REST API, JWT for integrations, and the OpenAPI schema and docs."""
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.routers import DefaultRouter
-from rest_framework_simplejwt.views import TokenRefreshView
+from rest_framework import routers
 
 from agents.api import AgentViewSet, WorkflowRunViewSet
+from config.api import ID_PATTERN, ApiView, api_not_found
 from deviations.api import DeviationViewSet
 from queries.api import DiscrepancyViewSet, EditCheckViewSet, NotificationViewSet, QueryViewSet
 from queries.metrics_api import QueryMetricsView
 from sdv import api as sdv_api
 from studies import api as studies_api
-from studies.auth_api import AuditedTokenObtainPairView
+from studies.auth_api import AuditedTokenObtainPairView, TokenRefreshView
 from studies.webhooks import EdcWebhookView
 
-router = DefaultRouter()
+
+class Router(routers.DefaultRouter):
+    APIRootView = type("APIRootView", (ApiView, routers.APIRootView), {"__doc__": routers.APIRootView.__doc__})
+
+
+router = Router()
 router.register("studies", studies_api.StudyViewSet, basename="study")
 router.register("sites", studies_api.SiteViewSet, basename="site")
 router.register("subjects", studies_api.SubjectViewSet, basename="subject")
@@ -39,10 +44,12 @@ router.register("kri-snapshots", sdv_api.KriSnapshotViewSet, basename="kri-snaps
 urlpatterns = [
     path("v1/auth/token/", AuditedTokenObtainPairView.as_view(), name="token-obtain"),
     path("v1/auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
-    path("v1/webhooks/edc/<int:connection_id>/", EdcWebhookView.as_view(), name="edc-webhook"),
+    re_path(rf"^v1/webhooks/edc/(?P<connection_id>{ID_PATTERN})/$", EdcWebhookView.as_view(), name="edc-webhook"),
     path("v1/risk-config/", sdv_api.RiskConfigView.as_view(), name="risk-config"),
     path("v1/query-metrics/", QueryMetricsView.as_view(), name="query-metrics"),
     path("v1/", include(router.urls)),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # Anything else under /api/ (an unknown path, a malformed or too long id): the error shape.
+    re_path(r"^.*$", api_not_found),
 ]

@@ -3,14 +3,14 @@
 import django_filters
 from rest_framework import serializers, viewsets
 
-from config.api import FilterSet
+from config.api import ApiView, FilterSet
 from deviations.models import Deviation
 from deviations.selectors import deviation_list
 
 
 class DeviationSerializer(serializers.ModelSerializer):
     site_number = serializers.CharField(source="site.number", read_only=True)
-    subject_id = serializers.CharField(source="subject.subject_id", read_only=True, default=None)
+    subject_id = serializers.CharField(source="subject.subject_id", read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = Deviation
@@ -27,7 +27,7 @@ class DeviationFilter(FilterSet):
         fields = ["study", "site", "subject", "category", "importance", "status", "source"]
 
 
-class DeviationViewSet(viewsets.ReadOnlyModelViewSet):
+class DeviationViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
     serializer_class = DeviationSerializer
     filterset_class = DeviationFilter
 

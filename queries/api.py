@@ -1,11 +1,13 @@
 """API v1 for queries (their lifecycle: queries.lifecycle), edit checks and the discrepancies
 the QueryAnalyzer finds."""
 
+import datetime
+
 import django_filters
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied
@@ -14,12 +16,13 @@ from rest_framework.response import Response
 
 from agents.orchestrator import WorkflowCannotStart, workflow_start
 from agents.services import WorkflowRunOverlap
-from config.api import FilterSet, error_response
+from config.api import ApiView, Deprecation, FilterSet, IdField, error_response
 from queries.lifecycle import (
     BULK_ACTIONS,
     TRANSITIONS,
     TransitionRefused,
     queries_bulk,
+    queries_bulk_each,
     query_answer,
     query_cancel,
     query_close,
@@ -52,7 +55,7 @@ class QueryMessageSerializer(serializers.ModelSerializer):
 class QuerySerializer(serializers.ModelSerializer):
     site_number = serializers.CharField(source="site.number", read_only=True)
     subject_id = serializers.CharField(source="subject.subject_id", read_only=True)
-    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True, allow_null=True)
     messages = QueryMessageSerializer(many=True, read_only=True)
 
     class Meta:
@@ -114,8 +117,8 @@ class QueryFilter(FilterSet):
 class QueryCreateSerializer(serializers.Serializer):
     """A manual query on a data point (or, for a missing value or a visit, on a subject)."""
 
-    data_point = serializers.IntegerField(required=False)
-    subject = serializers.IntegerField(required=False, help_text="Only for a query without a data point")
+    data_point = IdField(required=False)
+    subject = IdField(required=False, help_text="Only for a query without a data point")
     text = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
     recipient_role = serializers.ChoiceField(choices=Query.Recipient.choices, default=Query.Recipient.SITE,
                                              help_text="The marking group: who must answer")
@@ -138,11 +141,44 @@ class QueryTransitionSerializer(serializers.Serializer):
 
 class QueryBulkSerializer(serializers.Serializer):
     action = serializers.ChoiceField(choices=list(BULK_ACTIONS))
-    ids = serializers.ListField(child=serializers.IntegerField(), min_length=1, max_length=1000)
+    ids = serializers.ListField(child=IdField(), min_length=1, max_length=1000)
     reason = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
     resolution = serializers.ChoiceField(choices=Query.Resolution.choices, required=False, help_text="close only")
     recipient_role = serializers.ChoiceField(choices=Query.Recipient.choices, required=False,
                                              help_text="reassign only")
+
+
+class QueryBulkActionSerializer(QueryBulkSerializer):
+    atomic = serializers.BooleanField(default=False, help_text="true: all or nothing (one refused row refuses "
+                                                               "the batch); false: each row on its own")
+
+
+class QueryBulkItemSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["applied", "refused", "not_found", "not_applied"],
+                                     help_text="not_applied: an atomic batch refused because of another row")
+    code = serializers.IntegerField(help_text="The status this row alone would answer: 200, 400, 403, 404 or 409")
+    message = serializers.CharField(allow_blank=True)
+    reasons = serializers.ListField(child=serializers.CharField())
+    query = QuerySerializer(allow_null=True, help_text="The query as it is now (null when not found)")
+
+
+class QueryBulkResultSerializer(serializers.Serializer):
+    action = serializers.CharField()
+    atomic = serializers.BooleanField()
+    applied = serializers.IntegerField()
+    refused = serializers.IntegerField(help_text="Rows refused, not found or not applied")
+    results = QueryBulkItemSerializer(many=True)
+
+
+TRANSITION_RESPONSES = {
+    200: QueryDetailSerializer,
+    204: OpenApiResponse(description="Done, and the query is now outside the caller's scope (nothing to show)"),
+}
+
+BULK_DEPRECATION = Deprecation(since=datetime.date(2026, 12, 7), sunset=datetime.date(2027, 6, 30),
+                               successor="/api/v1/queries/bulk-actions/",
+                               note="answers per-item results, and takes atomic=false")
 
 
 def _refused(error: TransitionRefused) -> Response:
@@ -152,7 +188,7 @@ def _refused(error: TransitionRefused) -> Response:
     return error_response(error.reason, status_code=error.status, **extra)
 
 
-class QueryViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class QueryViewSet(ApiView, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Queries in the user's scope (another site's query answers 404; candidates only for data
     managers, sponsors and auditors). `POST` raises a manual query; `POST {id}/{transition}/`
     moves one through its lifecycle (queries.lifecycle: roles and states); `POST bulk/` does one
@@ -160,6 +196,7 @@ class QueryViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     403 with the reasons in `extra.reasons` and changes nothing."""
 
     filterset_class = QueryFilter
+    deprecations = {"bulk": BULK_DEPRECATION}
 
     def get_queryset(self):
         return query_list(user=self.request.user).select_related("created_by").prefetch_related("messages__author")
@@ -189,7 +226,11 @@ class QueryViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
             raise ValidationError_({"subject": ["No such subject."]})
         return subject, None
 
-    @extend_schema(request=QueryCreateSerializer, responses={201: QueryDetailSerializer})
+    @extend_schema(request=QueryCreateSerializer, responses={201: QueryDetailSerializer}, examples=[OpenApiExample(
+        "A manual query on a data point", request_only=True,
+        value={"data_point": 81676, "recipient_role": "site", "severity": "major", "category": "range",
+               "text": "Vital signs, Week 4: the systolic blood pressure recorded (1450 mmHg) is outside the "
+                       "expected range (70-250 mmHg). Please verify the value against the source document."})])
     def create(self, request, *args, **kwargs):
         data = _valid(QueryCreateSerializer, request.data)
         subject, data_point = self._target(data)
@@ -212,51 +253,51 @@ class QueryViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     def _data(self) -> dict:
         return _valid(QueryTransitionSerializer, self.request.data)
 
-    @extend_schema(request=QueryTransitionSerializer, responses=QueryDetailSerializer, filters=False)
+    @extend_schema(request=QueryTransitionSerializer, responses=TRANSITION_RESPONSES, filters=False)
     @action(detail=True, methods=["post"], filterset_class=None)
     def release(self, request, pk=None):
         """Candidate -> Open (data managers); `reason` optional."""
         return self._transition(query_release, reason=self._data()["reason"])
 
-    @extend_schema(request=QueryTransitionSerializer, responses=QueryDetailSerializer, filters=False)
+    @extend_schema(request=QueryTransitionSerializer, responses=TRANSITION_RESPONSES, filters=False)
     @action(detail=True, methods=["post"], filterset_class=None)
     def edit(self, request, pk=None):
         """A candidate's new `text`, with a `reason` (data managers)."""
         data = self._data()
         return self._transition(query_edit, text=data["text"], reason=data["reason"])
 
-    @extend_schema(request=QueryTransitionSerializer, responses=QueryDetailSerializer, filters=False)
+    @extend_schema(request=QueryTransitionSerializer, responses=TRANSITION_RESPONSES, filters=False)
     @action(detail=True, methods=["post"], filterset_class=None)
     def discard(self, request, pk=None):
         """Candidate -> Cancelled, with a `reason` (data managers)."""
         return self._transition(query_discard, reason=self._data()["reason"])
 
-    @extend_schema(request=QueryTransitionSerializer, responses=QueryDetailSerializer, filters=False)
+    @extend_schema(request=QueryTransitionSerializer, responses=TRANSITION_RESPONSES, filters=False)
     @action(detail=True, methods=["post"], filterset_class=None)
     def answer(self, request, pk=None):
         """Open -> Answered, with a `text` (site staff of the query's site)."""
         return self._transition(query_answer, text=self._data()["text"])
 
-    @extend_schema(request=QueryTransitionSerializer, responses=QueryDetailSerializer, filters=False)
+    @extend_schema(request=QueryTransitionSerializer, responses=TRANSITION_RESPONSES, filters=False)
     @action(detail=True, methods=["post"], filterset_class=None)
     def requery(self, request, pk=None):
         """Answered -> Open, with a `text` (data managers, CRAs)."""
         return self._transition(query_requery, text=self._data()["text"])
 
-    @extend_schema(request=QueryTransitionSerializer, responses=QueryDetailSerializer, filters=False)
+    @extend_schema(request=QueryTransitionSerializer, responses=TRANSITION_RESPONSES, filters=False)
     @action(detail=True, methods=["post"], filterset_class=None)
     def close(self, request, pk=None):
         """Open or Answered -> Closed, with a `reason` and optionally a `resolution`."""
         data = self._data()
         return self._transition(query_close, reason=data["reason"], resolution=data["resolution"])
 
-    @extend_schema(request=QueryTransitionSerializer, responses=QueryDetailSerializer, filters=False)
+    @extend_schema(request=QueryTransitionSerializer, responses=TRANSITION_RESPONSES, filters=False)
     @action(detail=True, methods=["post"], filterset_class=None)
     def cancel(self, request, pk=None):
         """Any state but Closed -> Cancelled, with a `reason`."""
         return self._transition(query_cancel, reason=self._data()["reason"])
 
-    @extend_schema(request=QueryTransitionSerializer, responses=QueryDetailSerializer, filters=False)
+    @extend_schema(request=QueryTransitionSerializer, responses=TRANSITION_RESPONSES, filters=False)
     @action(detail=True, methods=["post"], filterset_class=None)
     def reassign(self, request, pk=None):
         """A new `recipient_role` (marking group), with a `reason`."""
@@ -268,8 +309,9 @@ class QueryViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     @extend_schema(request=QueryBulkSerializer, responses=QuerySerializer(many=True), filters=False)
     @action(detail=False, methods=["post"], filterset_class=None, pagination_class=None)
     def bulk(self, request):
-        """One `action` (release, close, cancel, discard, reassign) with one `reason` on the queries
-        `ids`: all or nothing; a refused row refuses the batch, its id in `extra.query`."""
+        """Deprecated (sunset 2027-06-30): use `POST bulk-actions/`, which answers row by row. One
+        `action` with one `reason` on the queries `ids`: all or nothing; a refused row refuses the
+        batch, its id in `extra.query`."""
         data = _valid(QueryBulkSerializer, request.data)
         ids = set(data["ids"])
         queries = list(self.get_queryset().filter(pk__in=ids))
@@ -292,6 +334,75 @@ class QueryViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         fresh = self.get_queryset().filter(pk__in=[q.pk for q in done]).order_by("pk")
         return Response(QuerySerializer(fresh, many=True).data)
 
+    @extend_schema(request=QueryBulkActionSerializer, responses=QueryBulkResultSerializer, filters=False, examples=[
+        OpenApiExample("Close answered queries one by one", request_only=True,
+                       value={"action": "close", "ids": [2628, 2630], "reason": "Corrections verified.",
+                              "resolution": "corrected", "atomic": False}),
+        OpenApiExample("One applied, one refused", response_only=True, value={
+            "action": "close", "atomic": False, "applied": 1, "refused": 1, "results": [
+                {"id": 2628, "status": "applied", "code": 200, "message": "", "reasons": [], "query": None},
+                {"id": 2630, "status": "refused", "code": 400, "message": "A query in state Closed cannot be closed.",
+                 "reasons": ["A query in state Closed cannot be closed."], "query": None}]})])
+    @action(detail=False, methods=["post"], url_path="bulk-actions", filterset_class=None, pagination_class=None)
+    def bulk_actions(self, request):
+        """One `action` (release, close, cancel, discard, reassign) with one `reason` on the queries
+        `ids`, answered row by row: each id's `status` (applied, refused, not_found, not_applied),
+        the `code` it alone would answer, the reasons and the query as it is now. With `atomic`
+        true, one refused row refuses the batch (every other row: not_applied)."""
+        data = _valid(QueryBulkActionSerializer, request.data)
+        options = {}
+        if data["action"] == "close" and "resolution" in data:
+            options["resolution"] = data["resolution"]
+        if data["action"] == "reassign":
+            if "recipient_role" not in data:
+                raise ValidationError_({"recipient_role": ["This field is required."]})
+            options["recipient"] = data["recipient_role"]
+        ids = sorted(set(data["ids"]))
+        found = {q.pk: q for q in self.get_queryset().filter(pk__in=ids)}
+        rows = {pk: {"id": pk, "status": "not_found", "code": 404, "message": "No such query.",
+                     "reasons": ["No such query."], "query": None} for pk in ids if pk not in found}
+        try:
+            if data["atomic"]:
+                outcome = self._bulk_atomic(list(found.values()), data, options, blocked=bool(rows))
+            else:
+                outcome = queries_bulk_each(queries=list(found.values()), actor=request.user,
+                                            action=data["action"], reason=data["reason"], **options)
+        except TransitionRefused as error:  # the batch itself: no reason given, say
+            return _refused(error)
+        fresh = {q.pk: q for q in self.get_queryset().filter(pk__in=list(found))}
+        for query, refusal in outcome:
+            row = {"id": query.pk, "query": None}
+            if refusal is None:
+                row |= {"status": "applied", "code": 200, "message": "", "reasons": []}
+            elif refusal.status == 0:
+                row |= {"status": "not_applied", "code": 409, "message": refusal.reason, "reasons": refusal.reasons}
+            else:
+                row |= {"status": "refused", "code": refusal.status, "message": refusal.reason,
+                        "reasons": refusal.reasons}
+            rows[query.pk] = row
+        for row in rows.values():
+            if row["id"] in fresh:
+                row["query"] = QuerySerializer(fresh[row["id"]]).data
+        results = [rows[pk] for pk in ids]
+        applied = sum(row["status"] == "applied" for row in results)
+        return Response({"action": data["action"], "atomic": data["atomic"], "applied": applied,
+                         "refused": len(results) - applied, "results": results})
+
+    def _bulk_atomic(self, queries, data, options, *, blocked: bool):
+        """queries_bulk's all or nothing, as per-row outcomes (a row not applied: status 0)."""
+        if blocked:
+            refusal = TransitionRefused("Not applied: another row of the batch was not found.", status=0)
+            return [(query, refusal) for query in queries]
+        try:
+            queries_bulk(queries=queries, actor=self.request.user, action=data["action"], reason=data["reason"],
+                         **options)
+        except TransitionRefused as error:
+            if error.query_id is None:
+                raise
+            other = TransitionRefused(f"Not applied: query {error.query_id} was refused.", status=0)
+            return [(query, error if query.pk == error.query_id else other) for query in queries]
+        return [(query, None) for query in queries]
+
 
 class EditCheckSerializer(serializers.ModelSerializer):
     item = serializers.SlugRelatedField(slug_field="oid", read_only=True)
@@ -306,7 +417,7 @@ class EditCheckWriteSerializer(serializers.Serializer):
     """A new rule (study, code, name, rule_type required) or a change to one; `item` is the item's
     OID; `reason` is required (audit trail)."""
 
-    study = serializers.IntegerField(required=False)
+    study = IdField(required=False)
     code = serializers.CharField(max_length=160, required=False)
     name = serializers.CharField(max_length=255, required=False)
     rule_type = serializers.ChoiceField(choices=EditCheck.RuleType.choices, required=False)
@@ -317,13 +428,32 @@ class EditCheckWriteSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=1000)
 
 
+class RuleStatisticsSerializer(serializers.Serializer):
+    """One site and rule (or EDC marking group) of the study's query history."""
+
+    site = serializers.CharField(help_text="site number")
+    rule = serializers.CharField()
+    queries = serializers.IntegerField()
+    query_rate = serializers.FloatField(allow_null=True, help_text="queries per subject of the site")
+    closed = serializers.IntegerField()
+    confirmed_correct = serializers.IntegerField()
+    confirmation_rate = serializers.FloatField(allow_null=True, help_text="confirmed correct / closed with a "
+                                                                         "known resolution")
+    median_days_to_answer = serializers.FloatField(allow_null=True)
+
+
+class WorkflowStartedSerializer(serializers.Serializer):
+    run = serializers.IntegerField(help_text="GET /api/v1/workflow-runs/{run}/ follows it")
+    status = serializers.CharField()
+
+
 class EditCheckFilter(FilterSet):
     class Meta:
         model = EditCheck
         fields = ["study", "rule_type", "source", "active"]
 
 
-class EditCheckViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
+class EditCheckViewSet(ApiView, mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Edit checks: listed for the study team; written (versioned, audited, with a reason) by data
     managers and sponsors. An invalid rule is refused with the reason in `extra`."""
 
@@ -371,7 +501,8 @@ class EditCheckViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewset
         data.pop("study", None)
         return self._save(check, data, created=False)
 
-    @extend_schema(parameters=[OpenApiParameter("study", int, required=True)], filters=False)
+    @extend_schema(parameters=[OpenApiParameter("study", int, required=True)], filters=False,
+                   responses=RuleStatisticsSerializer(many=True))
     @action(detail=False, methods=["get"], filterset_class=None, pagination_class=None)
     def statistics(self, request):
         """Per site and rule, from the study's query history (imported queries included): queries,
@@ -429,6 +560,7 @@ class DiscrepancyFilter(FilterSet):
     held_back = django_filters.BooleanFilter(method="_held_back")
     min_confidence = django_filters.NumberFilter(field_name="confidence", lookup_expr="gte")
     max_confidence = django_filters.NumberFilter(field_name="confidence", lookup_expr="lte")
+    updated_since_fields = ("found_at", "changed_at", "resolved_at")
 
     class Meta:
         model = Discrepancy
@@ -440,7 +572,7 @@ class DiscrepancyFilter(FilterSet):
         return queryset.filter(held) if value else queryset.exclude(held)
 
 
-class DiscrepancyViewSet(viewsets.ReadOnlyModelViewSet):
+class DiscrepancyViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
     """What the QueryAnalyzer found: to the site as queries, held back for review, or for medical
     review. `POST run/?study=ID` starts the data_review workflow (data managers, sponsors)."""
 
@@ -450,7 +582,8 @@ class DiscrepancyViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         return discrepancy_list(user=self.request.user)
 
-    @extend_schema(request=None, parameters=[OpenApiParameter("study", int, required=True)], filters=False)
+    @extend_schema(request=None, parameters=[OpenApiParameter("study", int, required=True)], filters=False,
+                   responses={202: WorkflowStartedSerializer})
     @action(detail=False, methods=["post"], filterset_class=None)
     def run(self, request):
         study = _study_param(request)
@@ -477,28 +610,50 @@ class NotificationSerializer(serializers.ModelSerializer):
 
 
 class NotificationReadSerializer(serializers.Serializer):
-    ids = serializers.ListField(child=serializers.IntegerField(), allow_empty=False, max_length=1000)
+    ids = serializers.ListField(child=IdField(), allow_empty=False, max_length=1000)
 
 
-class NotificationViewSet(viewsets.ReadOnlyModelViewSet):
+class NotificationReadItemSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["marked_read", "already_read", "not_found"])
+
+
+class NotificationReadResultSerializer(serializers.Serializer):
+    marked_read = serializers.IntegerField()
+    results = NotificationReadItemSerializer(many=True)
+
+
+class NotificationFilter(FilterSet):
+    unread = django_filters.BooleanFilter(field_name="read_at", lookup_expr="isnull", help_text="only unread ones")
+    updated_since_fields = ("created_at", "read_at")
+
+    class Meta:
+        model = Notification
+        fields = ["unread"]
+
+
+class NotificationViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
     """The caller's own in-app notifications (reminders, overdue notices, escalations), newest
     first; `?unread=true` for the unread ones; `POST read/ {"ids": [...]}` marks them read."""
 
     serializer_class = NotificationSerializer
+    filterset_class = NotificationFilter
 
     def get_queryset(self):
         if not self.request.user.is_authenticated:
             return Notification.objects.none()
-        notifications = Notification.objects.filter(user=self.request.user)
-        if self.request.query_params.get("unread") in ("1", "true", "yes"):
-            notifications = notifications.filter(read_at__isnull=True)
-        return notifications
+        return Notification.objects.filter(user=self.request.user)
 
-    @extend_schema(request=NotificationReadSerializer, responses={200: None})
-    @action(detail=False, methods=["post"])
+    @extend_schema(request=NotificationReadSerializer, responses=NotificationReadResultSerializer, filters=False)
+    @action(detail=False, methods=["post"], filterset_class=None, pagination_class=None)
     def read(self, request):
-        ids = _valid(NotificationReadSerializer, request.data)["ids"]
-        # Only the caller's own rows: another user's id is simply not matched
-        marked = Notification.objects.filter(user=request.user, pk__in=ids, read_at__isnull=True).update(
-            read_at=timezone.now())
-        return Response({"marked_read": marked})
+        """Mark the caller's notifications `ids` read; answered per id: marked_read, already_read,
+        or not_found (another user's id is not found either)."""
+        ids = sorted(set(_valid(NotificationReadSerializer, request.data)["ids"]))
+        mine = Notification.objects.filter(user=request.user, pk__in=ids)
+        unread = set(mine.filter(read_at__isnull=True).values_list("pk", flat=True))
+        known = set(mine.values_list("pk", flat=True))
+        marked = mine.filter(pk__in=unread, read_at__isnull=True).update(read_at=timezone.now())
+        results = [{"id": pk, "status": "marked_read" if pk in unread else "already_read" if pk in known
+                    else "not_found"} for pk in ids]
+        return Response({"marked_read": marked, "results": results})

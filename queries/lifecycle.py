@@ -324,9 +324,8 @@ BULK_ACTIONS = {"release": (query_release, set()), "close": (query_close, {"reso
                 "reassign": (query_reassign, {"recipient"})}
 
 
-def queries_bulk(*, queries, actor, action: str, reason: str, **kwargs) -> list[Query]:
-    """One action with one reason on many queries, all or nothing: each row is checked as if
-    done alone, and the first refused row refuses the batch (its id in the error)."""
+def _bulk_service(action: str, reason: str, kwargs: dict):
+    """The service of a bulk action, with its options and reason checked once for the batch."""
     if action not in BULK_ACTIONS:
         raise TransitionRefused(f"Unknown bulk action {action!r}; one of {', '.join(BULK_ACTIONS)}.")
     service, options = BULK_ACTIONS[action]
@@ -334,7 +333,13 @@ def queries_bulk(*, queries, actor, action: str, reason: str, **kwargs) -> list[
         raise TransitionRefused(f"{action} takes no {', '.join(sorted(set(kwargs) - options))}.")
     if action == "reassign" and not kwargs.get("recipient"):
         raise TransitionRefused("reassign needs the new recipient.")
-    reason = _required(reason, "A bulk action needs a reason.")
+    return service, _required(reason, "A bulk action needs a reason.")
+
+
+def queries_bulk(*, queries, actor, action: str, reason: str, **kwargs) -> list[Query]:
+    """One action with one reason on many queries, all or nothing: each row is checked as if
+    done alone, and the first refused row refuses the batch (its id in the error)."""
+    service, reason = _bulk_service(action, reason, kwargs)
     ids = sorted({q.pk for q in queries})
     done = []
     with transaction.atomic():
@@ -347,6 +352,23 @@ def queries_bulk(*, queries, actor, action: str, reason: str, **kwargs) -> list[
                 raise TransitionRefused(f"Query {query.pk}: {error.reason}", status=error.status,
                                         reasons=error.reasons, query_id=query.pk) from error
     return done
+
+
+def queries_bulk_each(*, queries, actor, action: str, reason: str,
+                      **kwargs) -> list[tuple[Query, TransitionRefused | None]]:
+    """One action with one reason on many queries, each on its own (its own transaction): a
+    refused row changes nothing of itself and stops no other. (query, None) when done, (query,
+    the refusal) when not, in id order."""
+    service, reason = _bulk_service(action, reason, kwargs)
+    results = []
+    for query in sorted(queries, key=lambda q: q.pk):
+        try:
+            with transaction.atomic():
+                locked = Query.objects.select_for_update().get(pk=query.pk)
+                results.append((service(query=locked, actor=actor, reason=reason, **kwargs), None))
+        except TransitionRefused as error:
+            results.append((query, error))
+    return results
 
 
 def _data_corrected(query: Query) -> bool:

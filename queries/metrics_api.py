@@ -10,18 +10,19 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.api import ApiView, IdField
 from queries.metrics import query_metrics
 from queries.selectors import query_list
 from studies.selectors import study_list
 
 
 class QueryMetricsParams(serializers.Serializer):
-    study = serializers.IntegerField()
+    study = IdField()
     as_of = serializers.DateField(required=False, help_text="The day the aging and open SLAs are counted at; "
                                                             "default today (UTC)")
 
 
-class QueryMetricsView(APIView):
+class QueryMetricsView(ApiView, APIView):
     @extend_schema(parameters=[OpenApiParameter("study", int, required=True),
                                OpenApiParameter("as_of", datetime.date)],
                    responses=OpenApiTypes.OBJECT)

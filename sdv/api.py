@@ -12,7 +12,7 @@ from rest_framework.exceptions import ValidationError as ApiValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import FilterSet
+from config.api import ApiView, FilterSet, IntegerFilter
 from sdv import selectors
 from sdv.models import KriDefinition, KriResult, KriSnapshot, RiskConfig, SdvPlan, SiteRiskAssessment
 from sdv.services import EDITABLE, kri_definition_update, risk_config_get, risk_config_set
@@ -39,17 +39,18 @@ class KriResultSerializer(serializers.ModelSerializer):
 
 
 class KriResultFilter(FilterSet):
-    study = django_filters.NumberFilter(field_name="snapshot__study")
+    study = IntegerFilter(field_name="snapshot__study")
     kri = django_filters.CharFilter(method="filter_kri", help_text="kri0001; with level=country also its country "
                                                                    "twin cou0001 (and the reverse)")
     snapshot = django_filters.DateFilter(method="filter_snapshot")
     level = django_filters.ChoiceFilter(choices=KriDefinition.Level.choices)
     changed = django_filters.BooleanFilter(field_name="flag_changed", help_text="flag changed since the previous "
                                                                                 "snapshot")
-    consecutive_min = django_filters.NumberFilter(field_name="consecutive_flagged", lookup_expr="gte",
+    consecutive_min = IntegerFilter(field_name="consecutive_flagged", lookup_expr="gte",
                                                   help_text="flagged in at least this many snapshots in a row")
     history = django_filters.BooleanFilter(method="filter_history", help_text="every snapshot, oldest first (a "
                                                                               "site's KRI history)")
+    updated_since_fields = ("snapshot__computed_at",)
 
     class Meta:
         model = KriResult
@@ -78,7 +79,7 @@ class KriResultFilter(FilterSet):
         return queryset if self.form.cleaned_data.get("snapshot") else _latest_snapshot(queryset)
 
 
-class KriResultViewSet(viewsets.ReadOnlyModelViewSet):
+class KriResultViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
     """KRI results per group (site number, country or study): `?study=ID&kri=kri0001[&snapshot=
     YYYY-MM-DD][&level=site|country|study]`; the latest snapshot when none is given, every snapshot
     with `history=true`. `flag` is null where masked; `changed=true` lists flags changed since the
@@ -103,7 +104,7 @@ class SiteRiskSerializer(serializers.ModelSerializer):
 
 
 class SiteRiskFilter(FilterSet):
-    study = django_filters.NumberFilter(field_name="snapshot__study")
+    study = IntegerFilter(field_name="snapshot__study")
     snapshot = django_filters.DateFilter(field_name="snapshot__snapshot_date")
 
     class Meta:
@@ -115,7 +116,7 @@ class SiteRiskFilter(FilterSet):
         return queryset if self.form.cleaned_data.get("snapshot") else _latest_snapshot(queryset)
 
 
-class SiteRiskViewSet(viewsets.ReadOnlyModelViewSet):
+class SiteRiskViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
     """Each site's risk score, tier and explanation (`?study=ID`; latest snapshot unless `snapshot=`)."""
 
     serializer_class = SiteRiskSerializer
@@ -153,7 +154,7 @@ class KriDefinitionWriteSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=1000)
 
 
-class KriDefinitionViewSet(mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
+class KriDefinitionViewSet(ApiView, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
     """The study's KRI definitions; sponsors and data managers change one with PATCH and a
     `reason` (a new version, audited). A definition the engine could not read is refused with why."""
 
@@ -181,12 +182,20 @@ class KriSnapshotSerializer(serializers.ModelSerializer):
         fields = ["id", "study", "snapshot_date", "computed_at", "seconds", "problems", "qtl"]
 
 
-class KriSnapshotViewSet(viewsets.ReadOnlyModelViewSet):
+class KriSnapshotFilter(FilterSet):
+    updated_since_fields = ("computed_at",)
+
+    class Meta:
+        model = KriSnapshot
+        fields = ["study", "snapshot_date"]
+
+
+class KriSnapshotViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
     """The study's KRI snapshots, newest first: KRIs that could not be computed and why, and the
     quality tolerance limit checks (estimate, exact 95% interval, limit, status)."""
 
     serializer_class = KriSnapshotSerializer
-    filterset_fields = ["study", "snapshot_date"]
+    filterset_class = KriSnapshotFilter
 
     def get_queryset(self):
         return selectors.kri_snapshot_list(user=self.request.user).order_by("-snapshot_date")
@@ -203,13 +212,14 @@ class RiskConfigWriteSerializer(serializers.Serializer):
     medium_from = serializers.FloatField(required=False)
     high_from = serializers.FloatField(required=False)
     sdv_share = serializers.JSONField(required=False)
-    first_subjects_fully = serializers.IntegerField(required=False, min_value=0)
+    first_subjects_fully = serializers.IntegerField(required=False, min_value=0, max_value=100_000)
     qtls = serializers.JSONField(required=False)
     critical_rules = serializers.JSONField(required=False)
     reason = serializers.CharField(max_length=1000)
 
 
-class RiskConfigView(APIView):
+class RiskConfigView(ApiView, APIView):
+    etag_methods = ("get", "patch")
     """`GET /api/v1/risk-config/?study=ID`: the study's tier cut-offs, SDV shares, first-N subjects,
     quality tolerance limits and critical-data rules (the defaults until set). `PATCH` with a
     `reason` (sponsors and data managers) changes them, audited and versioned."""
@@ -253,9 +263,17 @@ class SdvPlanSerializer(serializers.ModelSerializer):
         fields = ["id", "site", "site_number", "tier", "share", "first_subjects", "counts", "reason", "updated_at"]
 
 
-class SdvPlanViewSet(viewsets.ReadOnlyModelViewSet):
+class SdvPlanFilter(FilterSet):
+    study = IntegerFilter(field_name="site__study")
+
+    class Meta:
+        model = SdvPlan
+        fields = ["study", "site", "tier"]
+
+
+class SdvPlanViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
     serializer_class = SdvPlanSerializer
-    filterset_fields = ["site", "tier"]
+    filterset_class = SdvPlanFilter
 
     def get_queryset(self):
         return selectors.sdv_plan_list(user=self.request.user).order_by("site__number")

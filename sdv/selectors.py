@@ -15,6 +15,8 @@ RISK_WRITERS = frozenset({Role.SPONSOR, Role.DATA_MANAGER})
 
 def _studies_where(user, roles):
     """The studies where the user holds one of `roles` (every study for a superuser)."""
+    if not user.is_authenticated:
+        return StudyMembership.objects.none().values("study_id")
     if user.is_superuser:
         return study_list(user=user).values("pk")
     return StudyMembership.objects.filter(user=user, is_active=True, role__in=roles).values("study_id")

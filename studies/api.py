@@ -1,15 +1,17 @@
 """API v1 for study data. Views parse, check access through the selectors, call one service and
 serialize: an object outside the user's scope is not in the queryset, so it answers 404."""
 
+import datetime
+
 import django_filters
 from django.core.exceptions import PermissionDenied
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
-from config.api import FilterSet, error_response
+from config.api import BIGINT_MAX, ApiView, DateTimeFilter, Deprecation, FilterSet, IntegerFilter, error_response
 from studies import selectors, services
 from studies.ingest.dispatch import import_upload
 from studies.models import (
@@ -50,7 +52,8 @@ class SubjectVisitSerializer(serializers.ModelSerializer):
     subject_id = serializers.CharField(source="subject.subject_id", read_only=True)
     visit_oid = serializers.CharField(source="definition.oid", read_only=True)
     visit_name = serializers.CharField(source="definition.name", read_only=True)
-    planned_day = serializers.IntegerField(source="definition.planned_day", read_only=True)
+    planned_day = serializers.IntegerField(source="definition.planned_day", read_only=True, allow_null=True,
+                                           default=None)
     window_before = serializers.IntegerField(source="definition.window_before", read_only=True)
     window_after = serializers.IntegerField(source="definition.window_after", read_only=True)
 
@@ -90,7 +93,7 @@ class DataPointSerializer(serializers.ModelSerializer):
 class DataPointChangeSerializer(serializers.Serializer):
     raw_value = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=4000)
     reason = serializers.CharField(max_length=1000, help_text="Reason for change (21 CFR Part 11)")
-    version = serializers.IntegerField(required=False, min_value=1, source="expected_version",
+    version = serializers.IntegerField(required=False, min_value=1, max_value=BIGINT_MAX, source="expected_version",
                                        help_text="The version the change is based on; refused with 409 "
                                                  "if the value has changed since")
 
@@ -115,7 +118,7 @@ class HistoryRowSerializer(serializers.Serializer):
 
 
 class ImportSerializer(serializers.ModelSerializer):
-    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True, allow_null=True)
     duration_seconds = serializers.FloatField(read_only=True)
     counts = serializers.SerializerMethodField()
 
@@ -151,7 +154,7 @@ class SubjectFilter(FilterSet):
 
 
 class SubjectVisitFilter(FilterSet):
-    site = django_filters.NumberFilter(field_name="subject__site")
+    site = IntegerFilter(field_name="subject__site")
     visit_oid = django_filters.CharFilter(field_name="definition__oid")
 
     class Meta:
@@ -176,10 +179,14 @@ class ItemFilter(StudyScopedFilter):
 
 
 class DataPointFilter(FilterSet):
-    site = django_filters.NumberFilter(field_name="subject__site")
+    site = IntegerFilter(field_name="subject__site")
     item_oid = django_filters.CharFilter(field_name="item__oid")
     form_oid = django_filters.CharFilter(field_name="form__oid")
-    changed_since = django_filters.IsoDateTimeFilter(field_name="entered_at", lookup_expr="gte")
+    changed_since = DateTimeFilter(field_name="entered_at", lookup_expr="gte",
+                                   help_text="Deprecated (sunset 2027-06-30): values entered at or after this "
+                                             "date-time. Use updated_since, which also sees SDV and flag changes.")
+    deprecated_filters = {"changed_since": Deprecation(since=datetime.date(2026, 12, 7),
+                                                       sunset=datetime.date(2027, 6, 30), successor="updated_since")}
 
     class Meta:
         model = DataPoint
@@ -190,7 +197,7 @@ class DataPointFilter(FilterSet):
 # --- Views -------------------------------------------------------------------------------------
 
 
-class StudyViewSet(viewsets.ReadOnlyModelViewSet):
+class StudyViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
     serializer_class = StudySerializer
     filterset_fields = ["status", "protocol_id"]
 
@@ -214,15 +221,23 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(ImportSerializer(record).data, status=status.HTTP_202_ACCEPTED)
 
 
-class ImportViewSet(viewsets.ReadOnlyModelViewSet):
+class ImportFilter(FilterSet):
+    updated_since_fields = ("created_at", "started_at", "finished_at")
+
+    class Meta:
+        model = Import
+        fields = ["study", "status", "source"]
+
+
+class ImportViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
     serializer_class = ImportSerializer
-    filterset_fields = ["study", "status", "source"]
+    filterset_class = ImportFilter
 
     def get_queryset(self):
         return selectors.import_list(user=self.request.user)
 
 
-class SiteViewSet(viewsets.ReadOnlyModelViewSet):
+class SiteViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
     serializer_class = SiteSerializer
     filterset_class = SiteFilter
 
@@ -230,7 +245,7 @@ class SiteViewSet(viewsets.ReadOnlyModelViewSet):
         return selectors.site_list(user=self.request.user).order_by("study_id", "number")
 
 
-class SubjectViewSet(viewsets.ReadOnlyModelViewSet):
+class SubjectViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
     serializer_class = SubjectSerializer
     filterset_class = SubjectFilter
 
@@ -238,7 +253,7 @@ class SubjectViewSet(viewsets.ReadOnlyModelViewSet):
         return selectors.subject_list(user=self.request.user)
 
 
-class SubjectVisitViewSet(viewsets.ReadOnlyModelViewSet):
+class SubjectVisitViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
     serializer_class = SubjectVisitSerializer
     filterset_class = SubjectVisitFilter
 
@@ -246,7 +261,7 @@ class SubjectVisitViewSet(viewsets.ReadOnlyModelViewSet):
         return selectors.subject_visit_list(user=self.request.user)
 
 
-class FormDefinitionViewSet(viewsets.ReadOnlyModelViewSet):
+class FormDefinitionViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
     serializer_class = FormDefinitionSerializer
     filterset_class = FormFilter
 
@@ -254,7 +269,7 @@ class FormDefinitionViewSet(viewsets.ReadOnlyModelViewSet):
         return selectors.form_definition_list(user=self.request.user)
 
 
-class ItemDefinitionViewSet(viewsets.ReadOnlyModelViewSet):
+class ItemDefinitionViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
     serializer_class = ItemDefinitionSerializer
     filterset_class = ItemFilter
 
@@ -262,7 +277,7 @@ class ItemDefinitionViewSet(viewsets.ReadOnlyModelViewSet):
         return selectors.item_definition_list(user=self.request.user)
 
 
-class DataPointViewSet(mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
+class DataPointViewSet(ApiView, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = DataPointSerializer
     filterset_class = DataPointFilter
     http_method_names = ["get", "patch", "head", "options"]
@@ -270,7 +285,9 @@ class DataPointViewSet(mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         return selectors.data_point_list(user=self.request.user)
 
-    @extend_schema(request=DataPointChangeSerializer, responses=DataPointSerializer)
+    @extend_schema(request=DataPointChangeSerializer, responses=DataPointSerializer, examples=[OpenApiExample(
+        "A correction with its reason", request_only=True,
+        value={"raw_value": "145", "reason": "Transcription error: the source says 145.", "version": 2})])
     def partial_update(self, request, *args, **kwargs):
         """Change a value: `raw_value` and a `reason` for change are required."""
         data_point = self.get_object()  # 404 outside the user's scope
@@ -278,9 +295,11 @@ class DataPointViewSet(mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
             raise PermissionDenied("Your role may not change data at this site.")
         change = DataPointChangeSerializer(data=request.data)
         change.is_valid(raise_exception=True)
+        changes = change.validated_data
+        if self.if_match_version is not None:  # If-Match matched: the service re-checks it under its lock
+            changes.setdefault("expected_version", self.if_match_version)
         try:
-            data_point = services.data_point_update(data_point=data_point, actor=request.user,
-                                                    **change.validated_data)
+            data_point = services.data_point_update(data_point=data_point, actor=request.user, **changes)
         except services.StaleVersion as error:
             return error_response(str(error), status_code=status.HTTP_409_CONFLICT,
                                   current_version=DataPoint.objects.get(pk=data_point.pk).version)

@@ -484,3 +484,27 @@ class WebhookDelivery(models.Model):
 
     def __str__(self):
         return f"Webhook {self.delivery_id} ({self.connection_id})"
+
+
+class IdempotencyKey(models.Model):
+    """One API POST made with an Idempotency-Key header, per account (config/idempotency.py): its
+    request's fingerprint and, once answered with success, the answer to replay for 24 hours.
+    Not regulated data: the write it guards is audited where it happens."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, help_text="sha256 of method, path, query and body")
+    method = models.CharField(max_length=8)
+    path = models.CharField(max_length=2000)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True, help_text="null while in progress")
+    response_body = models.BinaryField(default=b"", blank=True)
+    response_headers = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_unique_per_user")]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_key_created")]
+
+    def __str__(self):
+        return f"Idempotency-Key {self.key} ({self.user_id})"

@@ -12,6 +12,14 @@ from studies.models import EdcConnection
 logger = structlog.get_logger(__name__)
 
 
+@shared_task(name="studies.idempotency_keys_purge")
+def idempotency_keys_purge() -> None:
+    """celery beat: forget Idempotency-Keys older than their replay window."""
+    from config.idempotency import idempotency_keys_purge as purge
+
+    logger.info("idempotency_keys_purged", deleted=purge())
+
+
 @shared_task(name="studies.edc_sync_due")
 def edc_sync_due() -> None:
     """celery beat: enqueue a pull of every enabled connection whose sync interval has passed."""

@@ -18,12 +18,15 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.shortcuts import get_object_or_404
-from rest_framework import status
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import error_response
+from config.api import ApiView, error_response
+from config.schema import ErrorSerializer
 from studies.edc.base import EdcError, edc_secret
 from studies.models import EdcConnection, WebhookDelivery
 
@@ -55,12 +58,36 @@ def webhook_delivery_accept(*, connection: EdcConnection, delivery_id: str, nonc
     return delivery, True
 
 
-class EdcWebhookView(APIView):
+class WebhookAnswerSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["accepted", "duplicate"])
+    delivery = serializers.CharField()
+
+
+def _signed_header(name: str, description: str) -> OpenApiParameter:
+    return OpenApiParameter(name, str, OpenApiParameter.HEADER, required=True, description=description)
+
+
+class EdcWebhookView(ApiView, APIView):
     # Authenticated by the signature, not by a user: no session (so no CSRF), no JWT.
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
+    @extend_schema(
+        request=OpenApiTypes.OBJECT,
+        parameters=[
+            _signed_header("X-TrialOps-Signature", "HMAC-SHA256 of `<timestamp>.<body>` with the connection's "
+                           "secret, hex (optionally prefixed `sha256=`)"),
+            _signed_header("X-TrialOps-Timestamp", "Unix seconds of signing"),
+            _signed_header("X-TrialOps-Delivery", "The delivery's unique id (a redelivery answers 200 duplicate)"),
+            _signed_header("X-TrialOps-Nonce", "Unique per connection (a replay is refused)"),
+        ],
+        responses={200: WebhookAnswerSerializer, 202: WebhookAnswerSerializer,
+                   503: OpenApiResponse(ErrorSerializer, description="Webhooks are not configured for the "
+                                                                     "connection")},
+        auth=[],
+    )
     def post(self, request, connection_id: int):
+        """An EDC's signed "data changed" notification: starts an incremental pull of the connection."""
         connection = get_object_or_404(EdcConnection, pk=connection_id, enabled=True)
         body = request.body
         signature = request.headers.get("X-TrialOps-Signature", "").removeprefix("sha256=")

@@ -49,7 +49,10 @@ def test_marking_read_touches_only_the_callers_rows(world):
     response = client.post("/api/v1/notifications/read/", {"ids": [n.pk for n in world.mine] + [world.theirs.pk]},
                            format="json")
 
-    assert response.status_code == 200 and response.json() == {"marked_read": 2}
+    assert response.status_code == 200
+    assert response.json() == {"marked_read": 2, "results": [
+        *({"id": n.pk, "status": "marked_read"} for n in sorted(world.mine, key=lambda n: n.pk)),
+        {"id": world.theirs.pk, "status": "not_found"}]}
     assert all(n.read_at for n in Notification.objects.filter(pk__in=[n.pk for n in world.mine]))
     world.theirs.refresh_from_db()
     assert world.theirs.read_at is None

@@ -52,6 +52,10 @@ MIDDLEWARE = [
     # Attributes history rows to the user of the request (21 CFR Part 11: who).
     "simple_history.middleware.HistoryRequestMiddleware",
     "auditlog.middleware.AuditlogMiddleware",
+    # Idempotency-Key on API POSTs (after authentication: keys are kept per account).
+    "config.idempotency.IdempotencyMiddleware",
+    # Errors raised before DRF's handler (request parsing limits): the API's error shape.
+    "config.api.ApiExceptionMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -126,7 +130,7 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["config.api.FilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "config.api.Pagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "config.schema.AutoSchema",
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -135,10 +139,16 @@ SIMPLE_JWT = {
     "REFRESH_TOKEN_LIFETIME": timedelta(hours=env_int("JWT_REFRESH_HOURS", 24, minimum=1)),
     "UPDATE_LAST_LOGIN": True,
 }
+# The API's version (info.version of the schema): the major number is the /api/v<major>/ prefix;
+# docs/api.md has the changelog and the deprecation policy.
+API_VERSION = "1.1.0"
 SPECTACULAR_SETTINGS = {
     "TITLE": "TrialOps API",
-    "DESCRIPTION": "Clinical-trial data operations: studies, EDC data, queries, deviations.",
-    "VERSION": "1.0.0",
+    "DESCRIPTION": "Clinical-trial data operations: studies, EDC data, queries, deviations. Errors answer "
+                   "{\"message\": ..., \"extra\": {...}}; see docs/api.md for idempotent writes, ETags, "
+                   "incremental pulls and the deprecation policy.",
+    "VERSION": API_VERSION,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.schema.links_add"],
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "COMPONENT_SPLIT_REQUEST": True,
@@ -146,7 +156,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # One name for the marking-group choices, whether a field is called recipient or recipient_role
-    "ENUM_NAME_OVERRIDES": {"RecipientEnum": "queries.models.Query.Recipient"},
+    "ENUM_NAME_OVERRIDES": {
+        "RecipientEnum": "queries.models.Query.Recipient",
+        "QueryCategoryEnum": "queries.models.Query.Category",
+        "RunStatusEnum": "agents.models.Status",
+        "TierEnum": "sdv.models.SiteRiskAssessment.Tier",
+    },
 }
 
 # --- Audit -------------------------------------------------------------------------------------
@@ -278,7 +293,12 @@ CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
     "edc-sync-due": {"task": "studies.edc_sync_due", "schedule": EDC_SYNC_CHECK_SECONDS},
     "imports-fail-stale": {"task": "studies.imports_fail_stale", "schedule": 15 * 60},
+    "idempotency-keys-purge": {"task": "studies.idempotency_keys_purge", "schedule": 60 * 60},
 }
+# Idempotency-Key (config/idempotency.py): how long an answer is replayed, and how long a request
+# in progress holds its key before it counts as abandoned (longer than any request may run).
+IDEMPOTENCY_KEY_HOURS = 24
+IDEMPOTENCY_IN_PROGRESS_SECONDS = 600
 
 # --- LLM service (agents.llm) -------------------------------------------------------------------
 # No key (neither variable set): every call is answered by the offline provider. The key is read
