@@ -22,7 +22,9 @@ APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 # The demo runs on the embedded settings; its logs are for a person, not a log shipper.
 DEMO_ENV := DJANGO_SETTINGS_MODULE=config.settings.local LOG_FORMAT=$${LOG_FORMAT:-console}
 
-.PHONY: help venv demo test worker beat lint migrate clean distclean
+CLIENT := build/client/trialops_client
+
+.PHONY: help venv demo test worker beat lint migrate schema client clean distclean
 
 help:
 	@echo "make demo     set up, seed the demo study and serve it at http://127.0.0.1:$(PORT)"
@@ -30,6 +32,8 @@ help:
 	@echo "make worker   Celery worker on queues default,ocr,llm (needs REDIS_URL)"
 	@echo "make beat     Celery beat (needs REDIS_URL)"
 	@echo "make lint     ruff check ."
+	@echo "make schema   regenerate docs/openapi.yaml from the code (commit it: CI compares the two)"
+	@echo "make client   generate the typed Python client from docs/openapi.yaml into $(CLIENT)"
 	@echo "make migrate  apply database migrations"
 	@echo "make clean    remove caches, collected static files and the demo database (distclean: also .venv)"
 
@@ -77,7 +81,7 @@ demo: venv
 	@echo
 	$(DEMO_ENV) exec $(BIN)/python manage.py runserver 127.0.0.1:$(PORT) --noreload
 
-test: venv
+test: venv client
 	@if [ ! -x /usr/bin/chromium ]; then \
 		if [ "$(IS_ROOT)" = yes ] && command -v apt-get >/dev/null; then \
 			echo "Installing Debian's chromium for the browser tests"; \
@@ -102,12 +106,27 @@ beat: venv
 lint: venv
 	$(BIN)/ruff check .
 
+# The API contract: the schema the code generates, committed so that every change shows in review.
+schema: venv
+	DJANGO_SETTINGS_MODULE=config.settings.local $(BIN)/python manage.py spectacular --file docs/openapi.yaml \
+		--validate --fail-on-warn
+
+# A typed client generated from the committed schema (used by tests/test_api_client.py).
+client: $(CLIENT)/.generated
+
+$(CLIENT)/.generated: docs/openapi.yaml docs/openapi-client.yaml $(STAMP)
+	@rm -rf $(CLIENT)
+	@mkdir -p $(dir $(CLIENT))
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/openapi-python-client generate --path docs/openapi.yaml \
+		--config docs/openapi-client.yaml --output-path $(CLIENT) --meta none
+	@touch $@
+
 migrate: venv
 	$(BIN)/python manage.py migrate --noinput
 
 clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
-	rm -rf .pytest_cache .ruff_cache staticfiles db.sqlite3 .demo
+	rm -rf .pytest_cache .ruff_cache staticfiles db.sqlite3 .demo build
 
 distclean: clean
 	rm -rf $(VENV)
