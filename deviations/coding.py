@@ -57,3 +57,24 @@ def code(category: str, rule: str = "") -> dict:
     if row is None:  # the vocabulary file and CODES disagree: a packaging bug, fail loudly
         raise LookupError(f"DVDECOD {dvdecod!r} is not in {VOCABULARY.name}")
     return dict(row)
+
+
+# A source system's own categories (clindata's CTMS companycategory) -> DVDECOD. "OTHER" there is
+# a deviation of some other study procedure; a blank or unreadable category stays uncoded, for a
+# person to code.
+SOURCE_CATEGORIES = {
+    "INFORMED CONSENT": "OTHER INFORMED CONSENT/ASSENT DEVIATION",
+    "ELIGIBILITY CRITERIA": "ELIGIBILITY CRITERIA NOT MET",
+    "EXCLUDED CONCOMITANT MEDICATION": "MEDICATION, EXCLUDED BY THE PROTOCOL, WAS ADMINISTERED",
+    "OFF SCHEDULE PROCEDURE": "OUT OF WINDOW - OTHER",
+    "OTHER TREATMENT COMPLIANCE ISSUE": "STUDY TREATMENT NOT ADMINISTERED PER PROTOCOL",
+    "WRONG TREATMENT OR INCORRECT DOSE": "OTHER DEVIATION RELATED TO WRONG STUDY TREATMENT/ADMINISTRATION/DOSE",
+    "OTHER": "OTHER DEVIATION FROM STUDY PROCEDURE",
+}
+
+
+def code_source_category(text: str) -> dict:
+    """DVCAT, DVDECOD, DVTERM of a source's category; blank ones where it has no code."""
+    dvdecod = SOURCE_CATEGORIES.get((text or "").strip().upper())
+    row = term_for(dvdecod) if dvdecod else None
+    return dict(row) if row else {"dvcat": "", "dvdecod": "", "dvterm": ""}

@@ -36,7 +36,9 @@ def _epochs(findings: pd.DataFrame, data) -> pd.Series:
     TREATMENT, after it FOLLOW-UP; unknown without a date."""
     when = pd.to_datetime(findings["occurred_on"])
     first = findings["subject"].map(data.subjects["first_dose"])
-    last = findings["subject"].map(data.treatment_end())
+    ends = data.treatment_end()
+    last = (pd.to_datetime(findings["subject"].map(ends)) if not ends.empty
+            else pd.Series(pd.NaT, index=findings.index, dtype="datetime64[ns]"))
     epoch = pd.Series("TREATMENT", index=findings.index)
     epoch = epoch.where(~(first.isna() | (when < first)), "SCREENING")
     epoch = epoch.where(~(last.notna() & (when > last)), "FOLLOW-UP")
@@ -85,7 +87,8 @@ def detection_run(*, study: Study, actor, plan: DeviationPlan | None = None) -> 
         record.counts = {"detectors": counts, "not_run": [c for c in detectors() if c not in ran],
                          "notes": data.notes, "plan_version": plan.version,
                          "totals": {k: sum(c.get(k, 0) for c in counts.values())
-                                    for k in ("found", "created", "updated", "closed", "reopened")}}
+                                    for k in ("found", "created", "updated", "closed", "reopened",
+                                                                      "already_reported")}}
         record.finished_at = timezone.now()
         record.seconds = round(time.perf_counter() - started, 3)
         record.save()
@@ -106,6 +109,9 @@ def _reconcile(*, study, plan, findings: pd.DataFrame, ran: list[str], actor) ->
     known = dict(zip(stored["evidence_key"], stored.index, strict=True)) if not stored.empty else {}
     counts: dict[str, dict] = {c: {"created": 0, "updated": 0, "closed": 0, "reopened": 0} for c in ran}
     new = findings[~findings["key"].isin(list(known))] if not findings.empty else findings
+    new, already = _not_yet_reported(study, new)
+    for category, n in already.items():
+        counts[category]["already_reported"] = n
     _create(study, plan, new, actor)
     for category, n in (new["category"].value_counts().items() if not new.empty else []):
         counts[category]["created"] = int(n)
@@ -150,6 +156,30 @@ def _reconcile(*, study, plan, findings: pd.DataFrame, ran: list[str], actor) ->
             counts[category][label] += 1
         audited_bulk_update(list(by_pk.values()), sorted(fields), actor=actor, reason=reason)
     return counts
+
+
+SAME_EVENT_DAYS = 7
+
+
+def _not_yet_reported(study, new: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """The new findings less those a person reported or a source system gave already: the same
+    subject and category, on the same visit or within SAME_EVENT_DAYS days (one event, not two
+    deviations). Such a finding is counted, not stored, every pass: it writes nothing."""
+    if new.empty:
+        return new, {}
+    rows = (Deviation.objects.filter(study=study, subject_id__in=set(new["subject"].astype(int)))
+            .exclude(source=Deviation.Source.DETECTED).exclude(resolution=Deviation.Resolution.WITHDRAWN)
+            .values_list("subject_id", "category", "visit_id", "occurred_on"))
+    reported = pd.DataFrame.from_records(list(rows), columns=["subject", "category", "visit_r", "date_r"])
+    if reported.empty:
+        return new, {}
+    pairs = new.reset_index().merge(reported, on=["subject", "category"])
+    when, other = pd.to_datetime(pairs["occurred_on"]), pd.to_datetime(pairs["date_r"])
+    same_visit = pairs["visit"].notna() & (pairs["visit"].astype("Float64") == pairs["visit_r"].astype("Float64"))
+    close = (when - other).abs().dt.days <= SAME_EVENT_DAYS
+    duplicate = set(pairs.loc[(same_visit.fillna(False) | close.fillna(False)).astype(bool), "index"])
+    counts = new.loc[list(duplicate), "category"].value_counts().to_dict() if duplicate else {}
+    return new.drop(index=list(duplicate)), {k: int(v) for k, v in counts.items()}
 
 
 def _differs(stored, wanted) -> bool:

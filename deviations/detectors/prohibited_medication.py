@@ -25,7 +25,8 @@ def detect(plan: dict, data) -> pd.DataFrame:
     if meds.empty:
         return empty()
     meds["washout"] = meds["drug"].map(washout)
-    meds["last_dose"] = meds["subject"].map(data.treatment_end())
+    ends = data.treatment_end()
+    meds["last_dose"] = pd.to_datetime(meds["subject"].map(ends)) if not ends.empty else pd.NaT
     # Days from the end of intake to the first dose: under max(washout, 1) is too close (0 = on
     # the first dose day, negative = on treatment).
     gap = (meds["first_dose"] - meds["end"]).dt.days

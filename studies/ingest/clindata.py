@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from django.db import models
 
+from deviations.coding import code_source_category
 from deviations.models import Deviation
 from queries.models import Query
 from studies.audit import set_audit
@@ -464,7 +465,8 @@ def _deviations(run: ImportRun, frame: pd.DataFrame, subjects: dict[str, int]) -
              "importance": Deviation.Importance.IMPORTANT if d.deemedimportant == "Yes"
              else Deviation.Importance.NON_IMPORTANT,
              "description": f"Protocol deviation imported from the CTMS ({d.category or 'no category'})",
-             "occurred_on": d.date} for d in frame[frame["subject_pk"].notna()].itertuples(index=False)]
+             "occurred_on": d.date, **code_source_category(d.category)}
+            for d in frame[frame["subject_pk"].notna()].itertuples(index=False)]
     rows_sync(run, Deviation, rows, key=("external_id",), scope={"study": run.study}, label="deviations")
     run.counts["deviations"] = len(rows)
 

@@ -2,6 +2,18 @@
 
 from django.db import migrations, models
 
+from studies import integrity
+
+
+# SQLite adds `arm` (NOT NULL, default '') by rebuilding the subject table, which the data-point
+# reference triggers of 0006 name: they are dropped for the rebuild and installed again after it.
+def uninstall(apps, schema_editor):
+    integrity.uninstall(schema_editor.connection)
+
+
+def install(apps, schema_editor):
+    integrity.install(schema_editor.connection)
+
 
 class Migration(migrations.Migration):
 
@@ -10,6 +22,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(uninstall, install),
         migrations.AddField(
             model_name='historicalsubject',
             name='arm',
@@ -30,4 +43,5 @@ class Migration(migrations.Migration):
             name='first_dose_date',
             field=models.DateField(blank=True, help_text='First dose: study day 1 (SDTM RFSTDTC)', null=True),
         ),
+        migrations.RunPython(install, uninstall),
     ]
