@@ -98,10 +98,7 @@ def plan_validate(content) -> dict:
         raise PlanInvalid(["(top level): a deviation plan is a JSON object"])
     problems = []
     for error in sorted(_VALIDATOR.iter_errors(content), key=lambda e: (list(map(str, e.path)), e.message)):
-        if error.validator == "propertyNames":
-            problems.append(f"{_where(error.path)}: unknown category {error.instance!r}; one of "
-                            f"{', '.join([*CATEGORIES, 'other'])}")
-        elif error.validator == "not" and list(error.path)[-1:] == ["day"]:
+        if error.validator == "not" and list(error.path)[-1:] == ["day"]:
             problems.append(f"{_where(error.path)}: there is no study day 0 (day 1 is RFSTDTC, the day before is -1)")
         else:
             problems.append(f"{_where(error.path)}: {error.message}")

@@ -98,7 +98,10 @@ def root_cause_analyse(*, study: Study, actor, end: datetime.date, period_days: 
     both = pd.concat([deviations, by_importance], ignore_index=True)
     sites = days.index.to_numpy()
     patterns = []
-    for group, rows in both.groupby("group"):
+    # Categories first: a deviation belongs to one pattern, its category's where there is one; the
+    # importance rows (kri0003/kri0004) keep the deviations no category pattern took.
+    groups = sorted(both.groupby("group"), key=lambda item: (item[0].startswith("importance:"), item[0]))
+    for group, rows in groups:
         counts = rows.groupby("site").size().reindex(sites, fill_value=0).to_numpy(dtype="float64")
         try:
             result = kri_from_groups(groups=sites, numerator=counts, denominator=days.to_numpy(), method=METHOD)
