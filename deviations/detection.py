@@ -120,8 +120,9 @@ def _reconcile(*, study, plan, findings: pd.DataFrame, ran: list[str], actor) ->
     by_pk = {}
     if not findings.empty and not stored.empty:
         seen = findings[findings["key"].isin(list(known))]
+        by_key = stored.set_index("evidence_key").to_dict("index")
         for f in seen.to_dict("records"):
-            row = stored.loc[known[f["key"]]]
+            row = by_key[f["key"]]
             want = {"rule": f["rule"], "description": f["description"], "occurred_on": f["occurred_on"],
                     "visit_id": None if pd.isna(f["visit"]) else int(f["visit"]), "evidence": f["evidence"],
                     "epoch": f["epoch"]}

@@ -159,8 +159,10 @@ def listing_pdf(*, study: Study, deviations: QuerySet[Deviation], title_note: st
                                  ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 8),
                                  ("GRID", (0, 0), (-1, -1), 0.25, colors.grey)]))
     story += [summary, Spacer(1, 5 * mm)]
-    data = [LISTING_COLUMNS] + [[*row[:-1], Paragraph(_escape(row[-1]), cell)] for row in rows]
-    widths = [14, 28, 38, 22, 58, 18, 18, 20, 51]
+    head = cell.clone("head", fontName="Helvetica-Bold")
+    data = [[Paragraph(c, head) for c in LISTING_COLUMNS]] + [[Paragraph(_escape(v), cell) for v in row]
+                                                              for row in rows]
+    widths = [12, 24, 36, 22, 52, 18, 18, 22, 63]
     table = Table(data, colWidths=[w * mm for w in widths], repeatRows=1)
     table.setStyle(TableStyle([
         ("FONT", (0, 0), (-1, -1), "Helvetica", 7), ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 7),
