@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from deviations.coding import code
 from deviations.models import Deviation
 from queries.models import Query, QueryMessage
 from studies.audit import audited_bulk_create, audited_bulk_update, set_audit
@@ -525,6 +526,7 @@ def _deviations(study, seed, users):
         _saved(Deviation(
             study=study, site=subject.site, subject=subject, category=category, term=term, importance=importance,
             status=status, source=source, description=text, occurred_on=occurred, detected_on=detected,
+            **code(category),  # SDTM DV coding from the shipped vocabulary, as a person's report gets it
             closed_on=min(detected + timedelta(days=10), today) if status == "closed" else None,
             reported_by=users.get(reporter),
         ), seed)
