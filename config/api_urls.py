@@ -6,7 +6,7 @@ from rest_framework import routers
 
 from agents.api import AgentViewSet, WorkflowRunViewSet
 from config.api import ID_PATTERN, ApiView, api_not_found
-from deviations.api import DeviationViewSet
+from deviations import api as deviations_api
 from queries.api import DiscrepancyViewSet, EditCheckViewSet, NotificationViewSet, QueryViewSet
 from queries.metrics_api import QueryMetricsView
 from sdv import api as sdv_api
@@ -31,7 +31,11 @@ router.register("queries", QueryViewSet, basename="query")
 router.register("notifications", NotificationViewSet, basename="notification")
 router.register("edit-checks", EditCheckViewSet, basename="edit-check")
 router.register("discrepancies", DiscrepancyViewSet, basename="discrepancy")
-router.register("deviations", DeviationViewSet, basename="deviation")
+router.register("deviations", deviations_api.DeviationViewSet, basename="deviation")
+router.register("deviation-plans", deviations_api.DeviationPlanViewSet, basename="deviation-plan")
+router.register("root-cause-analyses", deviations_api.RootCauseAnalysisViewSet, basename="root-cause-analysis")
+router.register("capas", deviations_api.CapaViewSet, basename="capa")
+router.register("compliance-reports", deviations_api.ComplianceReportViewSet, basename="compliance-report")
 router.register("imports", studies_api.ImportViewSet, basename="import")
 router.register("agents", AgentViewSet, basename="agent")
 router.register("workflow-runs", WorkflowRunViewSet, basename="workflow-run")

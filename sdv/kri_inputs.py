@@ -14,7 +14,8 @@ Where each figure comes from (as the importers store it):
 - adverse_events: the AE log form's data points, one AE per record (subject, visit, repeat key):
   AE.AETERM; serious when AE.AESER is "Y"; onset AE.AESTDAT (a snapshot cut keeps onsets on or
   before the snapshot date, and so drops AEs without an onset, as gsm does).
-- deviations: Deviation (importance important / non_important, category).
+- deviations: Deviation (importance important / non_important, category), withdrawn ones left out;
+  detected deviations (PatternRecognition) count like reported and imported ones.
 - lab_results: data points of the LB form with their CTCAE toxicity grade.
 - queries: Query (state; open days = closed, else snapshot, minus created).
 - data_points: every data point (changed: version > 1).
@@ -156,7 +157,9 @@ def _item_ids(study) -> dict[str, int]:
 
 
 def _deviations(study, filters: dict, snapshot, cut: bool) -> pd.Series:
-    deviations = Deviation.objects.filter(study=study, subject__isnull=False)
+    # A detected deviation the data no longer supports (withdrawn) is no deviation: not counted.
+    deviations = Deviation.objects.filter(study=study, subject__isnull=False).exclude(
+        resolution=Deviation.Resolution.WITHDRAWN)
     if "importance" in filters:
         _check_choice("importance", [filters["importance"]], Deviation.Importance.values)
         deviations = deviations.filter(importance=filters["importance"])

@@ -6,6 +6,7 @@ manager of every audited model refuses them, and `audited_bulk_create` / `audite
 are the one way to write in bulk, history rows included, in the same transaction.
 """
 
+import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -145,7 +146,9 @@ def audited_copy_create(model: type[models.Model], columns: list[str], rows: "li
     if unknown:
         raise ValueError(f"{model.__name__} has no field(s) {sorted(unknown)}")
     rest = [f for name, f in by_attname.items() if name not in columns]
-    defaults = tuple(f.get_default() for f in rest)
+    # A JSON field's default (a dict or list) goes to COPY as its JSON text, not as a Python object.
+    defaults = tuple(json.dumps(f.get_default()) if isinstance(f, models.JSONField) else f.get_default()
+                     for f in rest)
     db_columns = [meta.pk.column, *(by_attname[c].column for c in columns), *(f.column for f in rest)]
 
     history = model.history.model

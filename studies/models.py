@@ -142,6 +142,10 @@ class Subject(models.Model):
     # sources that do not give it (then enrolment to the last visit stands in)
     first_participation_date = models.DateField(null=True, blank=True)
     last_participation_date = models.DateField(null=True, blank=True)
+    # What the deviation detectors read: study day 1 (SDTM RFSTDTC, the first dose) and the arm
+    # (SDTM ARMCD) whose doses the protocol allows; empty where the source does not give them.
+    first_dose_date = models.DateField(null=True, blank=True, help_text="First dose: study day 1 (SDTM RFSTDTC)")
+    arm = models.CharField(max_length=20, blank=True, help_text="Planned arm code (SDTM ARMCD)")
 
     objects = AuditedManager()
     history = HistoricalRecords()

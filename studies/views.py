@@ -13,6 +13,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
+from deviations.models import Deviation
+from deviations.selectors import deviation_list
 from queries.models import Query
 from queries.selectors import query_list
 from sdv.selectors import risk_readable
@@ -80,10 +82,12 @@ def study_detail_view(request, pk: int):
         subject_count=_count_per_site(subject_list(user=request.user), "site"),
         data_point_count=_count_per_site(data_point_list(user=request.user), "subject__site"),
         open_query_count=_count_per_site(query_list(user=request.user).filter(state__in=OPEN_QUERY_STATES), "site"),
+        deviation_count=_count_per_site(deviation_list(user=request.user).exclude(
+            resolution=Deviation.Resolution.WITHDRAWN), "site"),
     ).order_by("number"))
     totals = {
         field: sum(getattr(site, field) for site in site_rows)
-        for field in ("subject_count", "data_point_count", "open_query_count")
+        for field in ("subject_count", "data_point_count", "open_query_count", "deviation_count")
     }
     roles = _role_labels(study_roles(user=request.user, study=study))
     if request.user.is_superuser and not roles:
@@ -119,7 +123,9 @@ def subject_detail_view(request, pk: int):
         for visit_id, visit_points in groupby(data_points, key=lambda dp: dp.visit_id)
     }
     sections = [{"visit": visit, "forms": forms_by_visit.get(visit.id, [])} for visit in visits]
-    return render(request, "studies/subject_detail.html", {"subject": subject, "sections": sections})
+    deviations = deviation_list(user=request.user).filter(subject=subject).order_by("occurred_on", "pk")
+    return render(request, "studies/subject_detail.html", {"subject": subject, "sections": sections,
+                                                           "deviations": deviations})
 
 
 @login_required

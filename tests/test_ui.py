@@ -148,7 +148,8 @@ def test_study_dashboard_of_a_data_manager_has_every_site_and_totals(client, tri
     rows = {site.number: (site.country, site.city, site.subject_count, site.data_point_count, site.open_query_count)
             for site in response.context["sites"]}
     assert rows == {"101": ("FR", "Paris", 1, 1, 1), "201": ("DE", "Berlin", 1, 1, 0)}
-    assert response.context["totals"] == {"subject_count": 2, "data_point_count": 2, "open_query_count": 1}
+    assert response.context["totals"] == {"subject_count": 2, "data_point_count": 2, "open_query_count": 1,
+                                          "deviation_count": 0}
     assert "Total (2 sites)" in response.text
     assert "Data manager" in response.text
 

@@ -161,6 +161,13 @@ SPECTACULAR_SETTINGS = {
         "QueryCategoryEnum": "queries.models.Query.Category",
         "RunStatusEnum": "agents.models.Status",
         "TierEnum": "sdv.models.SiteRiskAssessment.Tier",
+        "ResolutionEnum": "queries.models.Query.Resolution",
+        "DeviationCategoryEnum": "deviations.models.Deviation.Category",
+        "DeviationStatusEnum": "deviations.models.Deviation.Status",
+        "DeviationSourceEnum": "deviations.models.Deviation.Source",
+        "DeviationResolutionEnum": "deviations.models.Deviation.Resolution",
+        "RootCauseEnum": "deviations.models.RootCause",
+        "CapaStatusEnum": "deviations.models.Capa.Status",
     },
 }
 

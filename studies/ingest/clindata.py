@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from django.db import models
 
+from deviations.coding import code_source_category
 from deviations.models import Deviation
 from queries.models import Query
 from studies.audit import set_audit
@@ -215,9 +216,10 @@ def _subjects(run: ImportRun, tables: dict, sites: dict[str, int]) -> dict[str, 
     rows = [{"subject_id": s.subjid, "site_id": sites[str(s.siteid)],
              "status": status_of.get(completion.get(s.subjid), Subject.Status.ENROLLED),
              "consent_date": consent_on.get(s.subjid), "enrolment_date": enrolled_on.get(s.subjid),
-             "first_participation_date": first, "last_participation_date": last}
-            for s, first, last in zip(dm.itertuples(index=False), _dates(dm["firstparticipantdate"]),
-                                      _dates(dm["lastparticipantdate"]), strict=True)]
+             "first_participation_date": first, "last_participation_date": last, "first_dose_date": dose}
+            for s, first, last, dose in zip(dm.itertuples(index=False), _dates(dm["firstparticipantdate"]),
+                                            _dates(dm["lastparticipantdate"]), _dates(dm["firstdosedate"]),
+                                            strict=True)]
     failures = enroll[enroll["enrollyn"] != "Y"]
     elsewhere = ~failures["siteid"].astype(str).isin(sites)
     if elsewhere.any():
@@ -227,7 +229,7 @@ def _subjects(run: ImportRun, tables: dict, sites: dict[str, int]) -> dict[str, 
         failures = failures[~elsewhere]
     rows += [{"subject_id": s.subjectid, "site_id": sites[str(s.siteid)], "status": Subject.Status.SCREEN_FAILED,
               "consent_date": None, "enrolment_date": None, "first_participation_date": None,
-              "last_participation_date": None} for s in failures.itertuples(index=False)]
+              "last_participation_date": None, "first_dose_date": None} for s in failures.itertuples(index=False)]
     run.counts["screen_failures"] = len(failures)
     stored = rows_sync(run, Subject, rows, key=("subject_id",), scope={"study": run.study}, label="subjects")
     return {subject_id: pk for (subject_id,), pk in stored.items()}
@@ -463,7 +465,8 @@ def _deviations(run: ImportRun, frame: pd.DataFrame, subjects: dict[str, int]) -
              "importance": Deviation.Importance.IMPORTANT if d.deemedimportant == "Yes"
              else Deviation.Importance.NON_IMPORTANT,
              "description": f"Protocol deviation imported from the CTMS ({d.category or 'no category'})",
-             "occurred_on": d.date} for d in frame[frame["subject_pk"].notna()].itertuples(index=False)]
+             "occurred_on": d.date, **code_source_category(d.category)}
+            for d in frame[frame["subject_pk"].notna()].itertuples(index=False)]
     rows_sync(run, Deviation, rows, key=("external_id",), scope={"study": run.study}, label="deviations")
     run.counts["deviations"] = len(rows)
 

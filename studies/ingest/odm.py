@@ -62,6 +62,29 @@ def odm_import(*, path: Path, actor, study: Study | None = None, full_snapshot: 
     return import_execute(record=record, actor=actor, load=lambda run: OdmLoader(run, path).load())
 
 
+# Items carrying the SDTM DM reference variables the deviation detectors read (CDASH/SDTM-named
+# ItemDefs such as IT.DM.RFSTDTC): the subject's consent date, first dose (day 1) and arm.
+REFERENCE_ITEMS = {"RFICDTC": "consent_date", "RFSTDTC": "first_dose_date", "ARMCD": "arm"}
+
+
+def reference_fields(items) -> dict:
+    """The subject fields an ODM subject's items give (last OID segment RFICDTC, RFSTDTC, ARMCD);
+    a value that is not a complete date is left out."""
+    out = {}
+    for value in items:
+        field_name = REFERENCE_ITEMS.get(value.item_oid.replace("_", ".").rsplit(".", 1)[-1].upper())
+        if field_name is None or field_name in out or not value.value.strip():
+            continue
+        if field_name == "arm":
+            out[field_name] = value.value.strip()[:20]
+            continue
+        try:
+            out[field_name] = date.fromisoformat(value.value.strip()[:10])
+        except ValueError:
+            continue
+    return out
+
+
 def when(text: str | None) -> datetime | None:
     """An ODM date or datetime as an aware datetime; naive source times are taken as UTC."""
     text = (text or "").strip()
@@ -476,15 +499,23 @@ class OdmLoader:
         for record in batch:
             site = self._site(*record.site)
             subject = known.get(record.key)
+            reference = reference_fields(record.items)
             if subject is None:
-                subject = Subject(study=self.run.study, site=site, subject_id=record.key[:64])
+                subject = Subject(study=self.run.study, site=site, subject_id=record.key[:64], **reference)
                 known[record.key] = subject
                 new.append(subject)
-            elif subject.site_id != site.pk and subject.pk:
-                subject.site = site
-                set_audit(subject, actor=self.run.actor, reason=f"{self.run.reason}: site changed in the EDC")
-                subject.save()
-                self.run.counts["subjects_updated"] += 1
+            else:
+                changed = {k: v for k, v in reference.items() if getattr(subject, k) != v}
+                if subject.site_id != site.pk and subject.pk:
+                    changed["site"] = site
+                if changed and subject.pk:
+                    for name, value in changed.items():
+                        setattr(subject, name, value)
+                    why = ("site changed in the EDC" if "site" in changed
+                           else "reference dates or arm changed in the EDC")
+                    set_audit(subject, actor=self.run.actor, reason=f"{self.run.reason}: {why}")
+                    subject.save()
+                    self.run.counts["subjects_updated"] += 1
         audited_bulk_create(new, actor=self.run.actor, reason=self.run.reason)
         self.run.counts["subjects_created"] += len(new)
         return known

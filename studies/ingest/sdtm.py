@@ -87,6 +87,7 @@ def _load(run: ImportRun, *, directory: Path, protocol_id) -> None:
     dm = read_domain(directory, "DM")
     if dm is None:
         raise ImportFailed("No DM domain (dm.xpt, dm.csv or dm.csv.gz) found", where=str(directory))
+    _check_dm(dm)
     if run.study is None:
         study = Study(protocol_id=str(protocol_id), name=dm["STUDYID"].iloc[0] or str(protocol_id))
         set_audit(study, actor=run.actor, reason=run.reason)
@@ -111,6 +112,49 @@ def _load(run: ImportRun, *, directory: Path, protocol_id) -> None:
             run.counts[f"{domain.lower()}_records"] = len(frame)
             writer.add_frame(long)
     writer.finish()
+
+
+DM_REQUIRED = ("STUDYID", "USUBJID", "SITEID")
+DM_DATES = ("RFICDTC", "RFSTDTC")
+ISO_DATE = r"^\d{4}(-\d{2}(-\d{2}(T[\d:.+\-Z]*)?)?)?$"  # ISO 8601, partial dates allowed
+
+
+def _check_dm(dm: pd.DataFrame) -> None:
+    """Refuse a DM the detectors could not trust: required variables, one row per subject, the
+    reference dates ISO 8601 (a partial date is kept as unknown, see _full_date), ARMCD <= 20."""
+    missing = [name for name in DM_REQUIRED if name not in dm.columns]
+    if missing:
+        raise ImportFailed(f"DM lacks the required variable(s) {', '.join(missing)}", where="DM")
+    blank = dm[dm["USUBJID"].str.strip() == ""]
+    if not blank.empty:
+        raise ImportFailed("DM has a record without USUBJID", where=f"DM record {blank.index[0] + 1}")
+    duplicated = dm[dm["USUBJID"].duplicated()]
+    if not duplicated.empty:
+        raise ImportFailed(f"DM has USUBJID {duplicated['USUBJID'].iloc[0]} twice", where="DM")
+    for name in DM_DATES:
+        if name in dm.columns:
+            values = dm[name].str.strip()
+            bad = dm[(values != "") & ~values.str.match(ISO_DATE) | values.map(_impossible_date)]
+            if not bad.empty:
+                raise ImportFailed(f"DM.{name} {bad[name].iloc[0]!r} is not an ISO 8601 date",
+                                   where=f"DM USUBJID {bad['USUBJID'].iloc[0]}")
+    if "ARMCD" in dm.columns and (dm["ARMCD"].str.len() > 20).any():
+        bad = dm[dm["ARMCD"].str.len() > 20]
+        raise ImportFailed(f"DM.ARMCD {bad['ARMCD'].iloc[0]!r} is longer than 20 characters (SDTM)",
+                           where=f"DM USUBJID {bad['USUBJID'].iloc[0]}")
+
+
+def _impossible_date(value: str) -> bool:
+    """A complete date that does not exist (2014-02-30)."""
+    if len(value) < 10:
+        return False
+    return pd.isna(pd.to_datetime(value[:10], errors="coerce", format="%Y-%m-%d"))
+
+
+def _full_date(value: str):
+    """A complete ISO 8601 date (or date-time) as a date; a partial one (2014, 2014-03) is not a
+    day and stays unknown rather than becoming the first of the month."""
+    return _date(value) if len(str(value)) >= 10 else None
 
 
 def _sites(run: ImportRun, dm: pd.DataFrame) -> dict[str, int]:
@@ -140,9 +184,11 @@ def _subjects(run: ImportRun, dm: pd.DataFrame, ds: pd.DataFrame | None, sites: 
         elif decod:
             status = Subject.Status.DISCONTINUED
         else:
-            status = Subject.Status.ENROLLED if subject.RFSTDTC else Subject.Status.SCREENING
+            status = Subject.Status.ENROLLED if getattr(subject, "RFSTDTC", "") else Subject.Status.SCREENING
+        rfic, rfst = getattr(subject, "RFICDTC", ""), getattr(subject, "RFSTDTC", "")
         rows.append({"subject_id": subject.USUBJID, "site_id": sites[subject.SITEID], "status": status,
-                     "consent_date": _date(subject.RFICDTC), "enrolment_date": _date(subject.RFSTDTC)})
+                     "consent_date": _full_date(rfic), "enrolment_date": _full_date(rfst),
+                     "first_dose_date": _full_date(rfst), "arm": getattr(subject, "ARMCD", "") or ""})
     stored = rows_sync(run, Subject, rows, key=("subject_id",), scope={"study": run.study}, label="subjects")
     return {subject_id: pk for (subject_id,), pk in stored.items()}
 

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from deviations.coding import code
 from deviations.models import Deviation
 from queries.models import Query, QueryMessage
 from studies.audit import audited_bulk_create, audited_bulk_update, set_audit
@@ -184,13 +185,8 @@ QUERIES = [  # subject, visit, item, origin, category, severity, state, author, 
      "el documento fuente y registre el valor o indique el motivo por el que no se obtuvo.", []),
 ]
 DEVIATIONS = [  # subject, visit, days after it, category, importance, status, source, reporter, term, description
-    ("102-003", "SE.SCREENING", 0, "informed_consent", "important", "under_review", "detected", "cra",
-     "INFORMED CONSENT OBTAINED AFTER STUDY PROCEDURE",
-     "Informed consent form signed one day after screening vital signs and blood sampling were performed."),
     ("101-003", "SE.WEEK4", 0, "visit_window", "non_important", "closed", "manual", "cra",
      "VISIT OUT OF WINDOW", "Week 4 visit performed on study day 36 (window: days 26 to 32)."),
-    ("104-002", "SE.WEEK12", 0, "visit_window", "non_important", "open", "detected", None,
-     "VISIT OUT OF WINDOW", "Week 12 visit performed on study day 97 (window: days 78 to 92)."),
     ("103-003", "SE.WEEK4", 0, "safety_reporting", "important", "open", "manual", "medmon",
      "SAE NOT REPORTED WITHIN 24 HOURS",
      "Serious adverse event (hyperkalaemia) reported to safety 4 days after site awareness; the protocol "
@@ -231,6 +227,7 @@ class Command(BaseCommand):
                 _queries(main, seed, users)
                 _corrections(main, seed)  # after the queries: the site corrects once asked
                 _deviations(main, seed, users)
+                _deviation_plan_and_detection(main, seed)
         self._report(main, small, *([realistic] if realistic else []))
 
     def _report(self, *studies):
@@ -401,7 +398,8 @@ def _subjects(study, spec, seed):
         else:
             status = Subject.Status.COMPLETED if "SE.EOS" in dates else Subject.Status.ENROLLED
         subject_create(site=sites[site_number], subject_id=subject_id, actor=seed, reason=REASON, status=status,
-                       consent_date=consent, enrolment_date=dates.get("SE.BASELINE"))
+                       consent_date=consent, enrolment_date=dates.get("SE.BASELINE"),
+                       first_dose_date=dates.get("SE.BASELINE"))
 
 
 def _subject_visits(study, spec, seed):
@@ -528,6 +526,31 @@ def _deviations(study, seed, users):
         _saved(Deviation(
             study=study, site=subject.site, subject=subject, category=category, term=term, importance=importance,
             status=status, source=source, description=text, occurred_on=occurred, detected_on=detected,
+            **code(category),  # SDTM DV coding from the shipped vocabulary, as a person's report gets it
             closed_on=min(detected + timedelta(days=10), today) if status == "closed" else None,
             reported_by=users.get(reporter),
         ), seed)
+
+
+# The demo study's deviation plan (the protocol's windows, consent, eligibility and SAE reporting
+# rules) and one PatternRecognition pass over its data: the late consent, the visits out of their
+# window and the late SAE report are then found by the product, not seeded. Idempotent: an
+# unchanged plan is no new version and a second pass writes nothing.
+DEMO_PLAN = {
+    "visits": {"Screening": {"day": -14, "before": 7, "after": 0}, "Baseline": {"day": 1},
+               "Week 4": {"day": 29, "before": 3, "after": 3}, "Week 12": {"day": 85, "before": 7, "after": 7}},
+    "consent": {"before_first_visit": True, "before_first_dose": True},
+    "eligibility": {"criteria_not_met_is_deviation": True},
+    "safety": {"report_within_days": 1},
+    "importance": {"visit_window": "non_important"},
+    "data": {"eligibility": {"item": "I.DM.ELIG", "not_met": ["N"]},
+             "adverse_events": {"serious": "I.AE.SER", "onset": "I.AE.STDAT"}},
+}
+
+
+def _deviation_plan_and_detection(study, seed):
+    from deviations.detection import detection_run  # noqa: PLC0415 (studies loads before deviations)
+    from deviations.plan import plan_import  # noqa: PLC0415
+
+    plan, _ = plan_import(study=study, content=DEMO_PLAN, actor=seed, reason="Demo deviation plan")
+    detection_run(study=study, actor=seed, plan=plan)

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('studies', '0006_data_point_set_based_references'),
+        ('studies', '0007_subject_first_dose_and_arm'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
