@@ -9,4 +9,5 @@ urlpatterns = [
     path("", include("agents.urls")),
     path("", include("queries.urls")),
     path("", include("sdv.urls")),
+    path("", include("sdv.monitoring.urls")),
 ]

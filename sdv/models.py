@@ -311,10 +311,10 @@ class SdvPlan(models.Model):
 
 # Monitoring plans, monitors, visits and trips live in their own module (sdv/monitoring).
 from sdv.monitoring.models import (  # noqa: E402, F401
+    Monitor,
     MonitoringPlan,
     MonitoringTierOverride,
     MonitoringTrip,
     MonitoringVisit,
-    Monitor,
     VisitReport,
 )

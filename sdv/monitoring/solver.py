@@ -278,6 +278,8 @@ class _ComponentModel:
             if var is not None:
                 model.AddHint(var, 1)
                 objective.append((-penalty, var))
+        if not self.movable:
+            self._warm_start(model, x, r)
         model.Minimize(sum(coef * var for coef, var in objective))
         solver = cp_model.CpSolver()
         solver.parameters.max_time_in_seconds = time_limit
@@ -293,6 +295,67 @@ class _ComponentModel:
         chosen += [Visit(site=sn, monitor=mu, date=self.dates[d], kind=REMOTE)
                    for (mu, sn, d), var in r.items() if solver.BooleanValue(var)]
         return chosen, ("OPTIMAL" if status == cp_model.OPTIMAL else "FEASIBLE")
+
+    def _warm_start(self, model, x, r) -> None:
+        """A first plan for the search to start from (CP-SAT's solution hint; the solver is free to
+        leave it): each window that has no visit yet gets one on the latest day it can take, by the
+        site's nearest monitor while their day and week allow. Without it, large models spend their
+        time limit finding a first plan full of visits nobody needs."""
+        by_site = defaultdict(lambda: defaultdict(list))
+        for (mu, sn, d) in x:
+            by_site[sn][d].append(mu)
+        remote_by_site = defaultdict(lambda: defaultdict(list))
+        for (mu, sn, d) in r:
+            remote_by_site[sn][d].append(mu)
+        home_km = {(m.username, s.number): self.dist.km(home(m.username), s.number)
+                   for m in self.monitors for s in self.sites}
+        capacity = {m.username: m.days_per_week for m in self.monitors}
+        remote_cap = {m.username: int((m.remote_hours_per_week + 1e-9) // self.p.remote_visit_hours)
+                      if self.p.remote_visit_hours > 0 else 0 for m in self.monitors}
+        busy, week_load, remote_load = defaultdict(set), defaultdict(int), defaultdict(int)
+        site_busy = defaultdict(set)
+        hint_x, hint_r = set(), set()
+        for s in sorted(self.sites, key=lambda s: (s.on_site_every or 99, s.number)):
+            contacts = set()
+            for _weeks, windows, kinds in self._windows(s):
+                fixed_days = {self._index(v.date) for v in self.fixed if v.site == s.number and v.kind in kinds}
+                have = fixed_days | (contacts if kinds != {ON_SITE} else set())
+                for a, b in windows:
+                    if any(a <= d < b for d in have):
+                        continue
+                    pick = None
+                    pool = by_site[s.number] if kinds == {ON_SITE} else {**remote_by_site[s.number]}
+                    for d in range(b - 1, a - 1, -1):
+                        if d in site_busy[s.number]:
+                            continue
+                        for mu in sorted(pool.get(d, []), key=lambda mu, s=s: home_km[(mu, s.number)]):
+                            week = self.week_of[d]
+                            if kinds == {ON_SITE}:
+                                if d in busy[mu] or week_load[(mu, week)] + self.n > capacity[mu]:
+                                    continue
+                            elif remote_load[(mu, week)] >= remote_cap[mu]:
+                                continue
+                            pick = (mu, d)
+                            break
+                        if pick:
+                            break
+                    if pick is None:
+                        continue
+                    mu, d = pick
+                    site_busy[s.number].add(d)
+                    have.add(d)
+                    contacts.add(d)
+                    if kinds == {ON_SITE}:
+                        hint_x.add((mu, s.number, d))
+                        busy[mu].update(range(d, d + self.n))
+                        week_load[(mu, self.week_of[d])] += self.n
+                    else:
+                        hint_r.add((mu, s.number, d))
+                        remote_load[(mu, self.week_of[d])] += 1
+        for key, var in x.items():
+            model.AddHint(var, key in hint_x)
+        for key, var in r.items():
+            model.AddHint(var, key in hint_r)
 
     def _windows(self, s) -> list[tuple[int, list[tuple[int, int]], set]]:
         """(interval weeks, windows, kinds counted) of each frequency rule of the site."""
