@@ -1,25 +1,22 @@
-"""The MonitoringOrchestrator's scheduler: OR-Tools CP-SAT over (monitor, site, day) decisions.
+"""The MonitoringOrchestrator's scheduler: OR-Tools CP-SAT (see _ComponentModel for the model).
 
 Decisions: `x[m, s, d]` monitor m starts an on-site visit at site s on day d (it then occupies
-`on_site_days` calendar days), `r[m, s, d]` a remote visit. Only eligible triples exist: s in one of
-m's countries, every day of the visit a weekday that is not a public holiday of the site's country
-(the `holidays` package) nor a day off of the monitor, and not before today. Hard constraints:
+`on_site_days` calendar days of one ISO week), `r[m, s, d]` a remote visit. Only eligible triples
+exist: s in one of m's countries, every day of the visit a weekday that is neither a public holiday
+of the site's country (the `holidays` package) nor a day off of the monitor, and not before today.
+Hard constraints, all on those decisions:
 
 - frequency: every window of the horizon given by `problem.frequency_windows` holds an on-site
-  visit (tier's `on_site_every_weeks`), and one holding a contact, remote or on-site (the tier's
+  visit (the tier's `on_site_every_weeks`), and one holding a contact, remote or on-site (the tier's
   `remote_every_weeks`: an on-site visit counts as the contact a remote visit is for);
 - at most one on-site visit a day per monitor; at most `days_per_week` on-site days per ISO week;
   remote visits within the monitor's weekly remote hours; at most one visit a day per site;
-- visits done or confirmed, moved by a person, or in the past are fixed: they are constants here.
+- visits done or confirmed, moved by a person, or in the past are fixed: constants of the model.
 
-Objective (0.1 km units): least travel. A day on site costs the round trip from the monitor's home
-(2·h(s)); a pair of on-site days in a row, s on day d then t on day d + 1, saves h(s) + h(t) − d(s, t)
-(the way home and back out replaced by the direct leg, or an overnight stay when s = t). `z[m, s, t,
-d] <= occupancy(s, d), occupancy(t, d + 1)` with a positive saving in the objective: the solver sets
-it where both days happen, so the objective is the plan's trip travel exactly (travel.py), save for
-direct legs to a site outside s's `partners` nearest sites, which are left out to keep the model
-small (such a trip is then valued as if it went home between). Re-planning: each planned visit not
-kept where it was costs more than any travel it could save, so only what must move moves.
+Objective: least travel (0.1 km units), where a trip is a run of consecutive on-site days (so it
+lies within an ISO week): per monitor and week, a circuit home -> the week's sites -> home
+(AddCircuit), whose arcs cost their great-circle km. Re-planning: each planned visit not kept where
+it was costs more than any travel it could save, so only what must move moves.
 
 The eligibility graph (monitor - site, by country) falls into independent components, each solved
 as its own model with a share of the time limit, on `workers` search workers.
@@ -47,6 +44,9 @@ from sdv.monitoring.travel import home, plan_travel_km
 UNITS_PER_KM = 10
 PARTNERS = 6
 NEAREST_MONITORS = 1
+# Models with more on-site decisions than this start from a greedy first plan (see _warm_start);
+# smaller ones find better plans from CP-SAT's own first solutions.
+WARM_START_FROM = 3000
 
 
 class PlanInfeasible(Exception):
@@ -278,7 +278,7 @@ class _ComponentModel:
             if var is not None:
                 model.AddHint(var, 1)
                 objective.append((-penalty, var))
-        if not self.movable:
+        if not self.movable and len(x) > WARM_START_FROM:
             self._warm_start(model, x, r)
         model.Minimize(sum(coef * var for coef, var in objective))
         solver = cp_model.CpSolver()
@@ -432,7 +432,8 @@ class _ComponentModel:
             contact_days[v.site].append(i)
             if v.kind == ON_SITE:
                 on_site_days[v.site].append(i)
-        planned = {(v.monitor, v.site): self._index(v.date) for v in self.movable if v.kind == ON_SITE}
+        planned = {(v.monitor, v.site, self.week_of[self._index(v.date)]): self._index(v.date)
+                   for v in self.movable if v.kind == ON_SITE}
         weeks = defaultdict(list)
         for v in on_site:
             weeks[(v.monitor, self.week_of[self._index(v.date)])].append(v)
@@ -482,8 +483,7 @@ class _ComponentModel:
                      for sn, d in zip(order, days, strict=True)] + fixed_here
             cost = plan_travel_km(trial, days=self.n, distances=self.dist)
             cost += sum(1000.0 for sn, d in zip(order, days, strict=True)
-                        if (m.username, sn) in planned and planned[(m.username, sn)] != d
-                        and self.week_of[planned[(m.username, sn)]] == week)
+                        if planned.get((m.username, sn, week), d) != d)
             if best_cost is None or cost < best_cost - 1e-9:
                 best, best_cost = dict(zip(order, days, strict=True)), cost
         return best

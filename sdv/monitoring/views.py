@@ -79,7 +79,8 @@ def plan_view(request, pk: int):
     context |= {
         "cal": cal, "rows": rows, "figures": plan.last_result or {}, "breaches": breaches,
         "breach_sites": {b.site for b in breaches if b.site},
-        "breach_site_list": sorted({b.site for b in breaches if b.site}), "load": _load(plan, monitors, visits, breaches),
+        "breach_site_list": sorted({b.site for b in breaches if b.site}),
+        "load": _load(plan, monitors, visits, breaches),
         "map_data": _map_data(study, monitors, visits), "tile_url": settings.MONITORING_MAP_TILE_URL,
         "tile_attribution": settings.MONITORING_MAP_TILE_ATTRIBUTION, "visible": len(visible),
         "breach_keys": breach_keys,
