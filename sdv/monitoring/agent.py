@@ -30,7 +30,7 @@ class MonitoringOrchestratorAgent(Agent):
         },
         "additionalProperties": False,
     }
-    time_limit = 900
+    time_limit = 600
 
     def run(self, *, step) -> dict:
         study_id = step.input.get("study_id")
