@@ -1,5 +1,6 @@
-"""The demo's monitoring plan (seed_demo): TRIALOPS-DEMO-001's four sites, two monitors (the demo
-`cra` in Paris for France, Germany and Spain; a second CRA in Boston for the US site), eight weeks
+"""The demo's monitoring plan (seed_demo): TRIALOPS-DEMO-001's four sites, three monitors (the demo
+`cra` in Paris for France and Germany, so for sites 101 and 102 as before; CRAs in Madrid and Boston for
+the others), eight weeks
 from next Monday, planned at once. Idempotent: a study that has a plan is left alone."""
 
 import datetime
@@ -22,7 +23,10 @@ def demo_plan(today: datetime.date) -> dict:
         "on_site_days": 1,
         "monitors": [
             {"username": "cra", "name": "Clara Rossi", "home": {"city": "Paris", "lat": 48.8566, "lon": 2.3522},
-             "countries": ["FR", "DE", "ES"], "days_per_week": 3, "remote_hours_per_week": 6},
+             "countries": ["FR", "DE"], "days_per_week": 3, "remote_hours_per_week": 6},
+            {"username": "cra.sofia", "name": "Sofia Navarro", "home": {"city": "Madrid", "lat": 40.4168,
+                                                                         "lon": -3.7038},
+             "countries": ["ES"], "days_per_week": 3},
             {"username": "cra.liam", "name": "Liam Walsh", "home": {"city": "Boston", "lat": 42.3601, "lon": -71.0589},
              "countries": ["US"], "days_per_week": 3},
         ],
