@@ -56,7 +56,7 @@ def test_the_risk_review_workflow_replans_monitoring_after_the_risk_assessment(w
         if run.status in FINISHED:
             break
         time.sleep(0.1)
-    assert run.status == Status.SUCCEEDED, list(run.steps.values("key", "error", "status", "attempts", "started_at", "finished_at"))
+    assert run.status == Status.SUCCEEDED, list(run.steps.values("key", "error", "status"))
     assess, monitor = run.steps.get(key="assess"), run.steps.get(key="monitor")
     assert assess.finished_at <= monitor.started_at
     tiers = dict(SiteRiskAssessment.objects.filter(site__study=study).values_list("site__number", "tier"))

@@ -8,6 +8,7 @@ written; everything else is translated here, as plain data for translators to re
 
 import datetime
 import io
+import re
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -205,9 +206,9 @@ def letter_pdf(visit, letter: str, *, language: str, report=None, next_visit=Non
     if letter == "confirmation":
         story.append(Paragraph(escape(t["confirm_body"].format(kind=kind, date=date)), styles["p"]))
         story.append(Paragraph(escape(t["prepare"].format(to_verify=sdv["to_verify"])), styles["p"]))
-        tier = (visit.reason.split(" ", 1)[0] if visit.reason else "").strip()
-        if tier in ("low", "medium", "high"):
-            story.append(Paragraph(escape(t["tier"].format(tier=t[tier])), styles["p"]))
+        tier = re.search(r"\b(low|medium|high) risk\b", visit.reason or "")
+        if tier:
+            story.append(Paragraph(escape(t["tier"].format(tier=t[tier.group(1)])), styles["p"]))
     else:
         story.append(Paragraph(escape(t["thanks"].format(kind=kind, date=date)), styles["p"]))
         for key in ("summary", "findings", "actions"):
