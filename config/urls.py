@@ -10,4 +10,5 @@ urlpatterns = [
     path("", include("queries.urls")),
     path("", include("sdv.urls")),
     path("", include("deviations.urls")),
+    path("", include("sdv.monitoring.urls")),
 ]

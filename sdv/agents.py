@@ -66,3 +66,6 @@ class RiskAssessmentAgent(Agent):
                 "results": snapshot.results.count(), "problems": snapshot.problems, "tiers": tiers,
                 "qtl": [{"kri": q["kri"], "status": q["status"]} for q in snapshot.qtl],
                 "sdv_plans_updated": len(planned), "seconds": round(snapshot.seconds, 3)}
+
+# The MonitoringOrchestrator lives with the rest of the monitoring plan (sdv/monitoring).
+from sdv.monitoring.agent import MonitoringOrchestratorAgent  # noqa: E402, F401

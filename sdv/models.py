@@ -307,3 +307,14 @@ class SdvPlan(models.Model):
 
     def __str__(self):
         return f"SDV plan of {self.site} ({self.tier}, {self.share:.0%})"
+
+
+# Monitoring plans, monitors, visits and trips live in their own module (sdv/monitoring).
+from sdv.monitoring.models import (  # noqa: E402, F401
+    Monitor,
+    MonitoringPlan,
+    MonitoringTierOverride,
+    MonitoringTrip,
+    MonitoringVisit,
+    VisitReport,
+)

@@ -79,16 +79,16 @@ def test_the_risk_review_workflow_runs_on_a_worker_and_on_its_schedule(worker):
     today = KriSnapshot.objects.get(study=study)
     assert KriResult.objects.filter(snapshot=today, level="site", kri_id="kri0001").count() == 3
     assert SdvPlan.objects.filter(site__study=study).count() == 3
-    assert run.steps.get().output["results"] == today.results.count()
+    assert run.steps.get(key="assess").output["results"] == today.results.count()
     # Again the same day: the snapshot is replaced, not doubled; the plans are not redone.
     again = wait_for(workflow_start(name="risk_review", study_id=study.pk))
     assert again.status == Status.SUCCEEDED and KriSnapshot.objects.filter(study=study).count() == 1
-    assert again.steps.get().output["sdv_plans_updated"] == 0
+    assert again.steps.get(key="assess").output["sdv_plans_updated"] == 0
     # The schedule's run has no study: it covers every active study (and leaves set-up ones alone).
     [scheduled] = workflow_trigger(trigger="schedule", name="risk_review")
     scheduled = wait_for(scheduled)
     assert scheduled.status == Status.SUCCEEDED and scheduled.study_id is None
-    assert set(scheduled.steps.get().output["studies"]) == set(
+    assert set(scheduled.steps.get(key="assess").output["studies"]) == set(
         Study.objects.filter(status=Study.Status.ACTIVE).values_list("protocol_id", flat=True))
     assert KriSnapshot.objects.filter(study=later).exists() and not KriSnapshot.objects.filter(study=closed).exists()
 
@@ -96,4 +96,6 @@ def test_the_risk_review_workflow_runs_on_a_worker_and_on_its_schedule(worker):
 def test_the_risk_review_workflow_runs_after_imports_and_daily():
     spec = workflow_definition("risk_review").spec
     assert "on_import" in spec["triggers"] and any("schedule" in t for t in spec["triggers"] if isinstance(t, dict))
-    assert [s["agent"] for s in spec["steps"]] == ["RiskAssessment"]
+    # Then the monitoring visits are re-planned from the new tiers (tests/test_monitoring_agent.py).
+    assert [(s["agent"], s.get("after")) for s in spec["steps"]] == [("RiskAssessment", None),
+                                                                     ("MonitoringOrchestrator", ["assess"])]

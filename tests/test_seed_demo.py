@@ -186,3 +186,23 @@ def test_the_clindata_command_attributes_its_writes_to_the_import_account():
     latest = DataPoint.history.order_by("-history_id").first()
     assert latest.history_user is not None and latest.history_user.username == "system.import"
     assert latest.history_change_reason.startswith("EDC sync ")
+
+
+def test_the_demo_has_a_monitoring_plan_and_the_cra_sees_their_calendar():
+    from sdv.monitoring.models import MonitoringPlan, MonitoringVisit
+
+    seed()
+    study = Study.objects.get(protocol_id=MAIN)
+    plan = MonitoringPlan.objects.get(study=study)
+    visits = MonitoringVisit.objects.filter(study=study)
+    assert plan.last_result["breaches"] == 0 and visits.count() == plan.last_result["visits"] > 0
+    own = visits.filter(monitor__user__username="cra")
+    assert own.exists() and set(own.values_list("site__number", flat=True)) <= {"101", "102"}
+    seed()  # idempotent: neither a second plan nor new visits
+    assert MonitoringPlan.objects.filter(study=study).count() == 1 and visits.count() == plan.last_result["visits"]
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user("cra"))
+    page = client.get(f"/monitoring/calendar/?view=month&at={own.order_by('date').first().date}").content.decode()
+    assert 'data-testid="visit"' in page

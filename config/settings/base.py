@@ -270,6 +270,13 @@ BUILTIN_WORKFLOWS_ON_IMPORT = True
 # Absolute links in e-mails (query reminders) point here.
 TRIALOPS_BASE_URL = (env_url("TRIALOPS_BASE_URL", ("http", "https")) or "http://localhost:8000").rstrip("/")
 
+# --- Monitoring plan maps (sdv.monitoring) ----------------------------------------------------------
+# Map tiles of the monitoring plan's map, a Leaflet URL template such as
+# https://tile.openstreetmap.org/{z}/{x}/{y}.png; empty: no tiles (sites and trips on a plain
+# background, so the page works in a closed network). Its attribution is shown on the map.
+MONITORING_MAP_TILE_URL = env_str("MONITORING_MAP_TILE_URL", "") or ""
+MONITORING_MAP_TILE_ATTRIBUTION = env_str("MONITORING_MAP_TILE_ATTRIBUTION", "") or ""
+
 # --- E-mail (query reminders and escalations) ---------------------------------------------------
 # No EMAIL_HOST: messages go to the console (the worker's log), so a dev set-up works without a mail
 # server; set EMAIL_HOST (or EMAIL_BACKEND) to send. Tests use Django's locmem backend.

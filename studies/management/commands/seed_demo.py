@@ -21,6 +21,7 @@ from django.utils import timezone
 from deviations.coding import code
 from deviations.models import Deviation
 from queries.models import Query, QueryMessage
+from sdv.monitoring.demo import demo_monitoring_seed
 from studies.audit import audited_bulk_create, audited_bulk_update, set_audit
 from studies.models import (
     DataPoint,
@@ -228,6 +229,7 @@ class Command(BaseCommand):
                 _corrections(main, seed)  # after the queries: the site corrects once asked
                 _deviations(main, seed, users)
                 _deviation_plan_and_detection(main, seed)
+                demo_monitoring_seed(study=main, actor=seed)  # monitoring plan and visits (sdv.monitoring)
         self._report(main, small, *([realistic] if realistic else []))
 
     def _report(self, *studies):
