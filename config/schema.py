@@ -88,6 +88,10 @@ class AutoSchema(openapi.AutoSchema):
         return parameters
 
     def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        if isinstance(field, serializers.ChoiceField) and not field.allow_blank and _model_field_blank(field):
+            # A read-only choice of a blank=True column answers "" too (DRF drops allow_blank from
+            # read-only fields): say so, as drf-spectacular says it for writable ones.
+            field.allow_blank = True
         schema = super()._map_serializer_field(field, direction, bypass_extensions)
         if isinstance(schema, dict) and ("minimum" in schema or "maximum" in schema):
             _portable_integer_bounds(field, schema)
@@ -176,17 +180,30 @@ class AutoSchema(openapi.AutoSchema):
         return dict(sorted(responses.items()))
 
 
+def _model_field(field):
+    """The model field a ModelSerializer built `field` from (None for declared fields)."""
+    parent = getattr(field, "parent", None)
+    model = getattr(getattr(parent, "Meta", None), "model", None)
+    if model is None or field.field_name in getattr(parent, "_declared_fields", {}):
+        return None
+    try:
+        return model._meta.get_field(field.source)
+    except (FieldDoesNotExist, TypeError):
+        return None
+
+
+def _model_field_blank(field) -> bool:
+    model_field = _model_field(field)
+    return bool(model_field is not None and getattr(model_field, "blank", False)
+                and not getattr(model_field, "null", False))
+
+
 def _portable_integer_bounds(field, schema: dict) -> None:
     """A model integer field's bounds come from the database Django is connected to (SQLite says
     64 bits for every integer column). The committed schema must not depend on where it was
     generated: state the bounds PostgreSQL, the production database, has."""
-    parent = getattr(field, "parent", None)
-    model = getattr(getattr(parent, "Meta", None), "model", None)
-    if model is None or field.field_name in getattr(parent, "_declared_fields", {}):
-        return
-    try:
-        model_field = model._meta.get_field(field.source)
-    except (FieldDoesNotExist, TypeError):
+    model_field = _model_field(field)
+    if model_field is None:
         return
     internal = model_field.get_internal_type()
     if internal not in BaseDatabaseOperations.integer_field_ranges:
