@@ -10,6 +10,7 @@ from deviations.api import DeviationViewSet
 from queries.api import DiscrepancyViewSet, EditCheckViewSet, NotificationViewSet, QueryViewSet
 from queries.metrics_api import QueryMetricsView
 from sdv import api as sdv_api
+from sdv import documents_api
 from studies import api as studies_api
 from studies.auth_api import AuditedTokenObtainPairView
 from studies.webhooks import EdcWebhookView
@@ -35,6 +36,8 @@ router.register("kri-definitions", sdv_api.KriDefinitionViewSet, basename="kri-d
 router.register("site-risk", sdv_api.SiteRiskViewSet, basename="site-risk")
 router.register("sdv-plans", sdv_api.SdvPlanViewSet, basename="sdv-plan")
 router.register("kri-snapshots", sdv_api.KriSnapshotViewSet, basename="kri-snapshot")
+router.register("source-documents", documents_api.SourceDocumentViewSet, basename="source-document")
+router.register("source-verifications", documents_api.SourceVerificationViewSet, basename="source-verification")
 
 urlpatterns = [
     path("v1/auth/token/", AuditedTokenObtainPairView.as_view(), name="token-obtain"),

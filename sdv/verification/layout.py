@@ -1,0 +1,147 @@
+"""A lab report page as rows (test name, result, unit, reference range, flag), laid out from word
+boxes rather than read as one string, so a value is always the one printed on its test's line.
+
+Words are grouped into lines by their vertical centres (a line is as tall as its words), then
+read left to right: the test name is the words before the first number, the result that number
+(a flag or a unit glued to it is split off), then the unit, the reference range ("3.5 - 5.1",
+"(3.5-5.1)", "< 5.2") and the flag (H, L, HH, LL, *, A). Lines with no number after a name are
+not rows (titles, addresses, headers). A header line (Test, Result, Units, Reference range,
+Flag) is recognised and skipped; the rows do not depend on it, so reports without one read too.
+"""
+
+import re
+from dataclasses import asdict, dataclass
+
+from sdv.verification.units import number_parse
+
+_FLAGS = {"h", "l", "hh", "ll", "a", "aa", "n", "*", "**", "high", "low", "abnormal", "crit", "c", "+", "-",
+          "↑", "↓", "!", "(h)", "(l)", "[h]", "[l]"}
+_HEADER_WORDS = {"test", "tests", "analyte", "parameter", "investigation", "examination", "result", "results",
+                 "value", "unit", "units", "reference", "range", "normal", "ref", "flag", "interval"}
+_GLUED = re.compile(r"^([<>]=?|≤|≥)?([-+]?(?:\d+(?:[.,]\d+)?|[.,]\d+))([A-Za-zµ%/*↑↓!^].*)?$")
+_RANGE_ONE = re.compile(r"^\(?\[?([<>]=?|≤|≥)?\s*(\d+(?:[.,]\d+)?)(?:\s*(?:-|–|—|to)\s*(\d+(?:[.,]\d+)?))?\)?\]?$")
+_DASH = {"-", "–", "—", "to"}
+
+
+@dataclass
+class Row:
+    name: str
+    value: str
+    confidence: float  # of the value's word(s), 0-100
+    value_box: tuple[int, int, int, int]
+    name_box: tuple[int, int, int, int]
+    box: tuple[int, int, int, int]
+    unit: str = ""
+    range: str = ""
+    flag: str = ""
+    text: str = ""
+    name_confidence: float = 100.0
+
+    def as_json(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def _union(boxes) -> tuple[int, int, int, int]:
+    boxes = list(boxes)
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def lines_of(words: list) -> list[list]:
+    """Words (text, confidence, x0, y0, x1, y1) grouped into lines, each left to right."""
+    if not words:
+        return []
+    heights = sorted(w[5] - w[3] for w in words)
+    typical = max(1, heights[len(heights) // 2])
+    lines: list[list] = []
+    for word in sorted(words, key=lambda w: (w[3] + w[5]) / 2):
+        centre = (word[3] + word[5]) / 2
+        if lines:
+            line = lines[-1]
+            line_centre = sum((w[3] + w[5]) / 2 for w in line) / len(line)
+            if abs(centre - line_centre) <= 0.5 * typical:
+                line.append(word)
+                continue
+        lines.append([word])
+    return [sorted(line, key=lambda w: w[2]) for line in lines]
+
+
+def _merge_split_decimals(line: list) -> list:
+    """"13" ".5" read as two words (a speck split them) are one number again."""
+    out = []
+    for word in line:
+        if out and re.fullmatch(r"[.,]\d+", word[0]) and re.fullmatch(r"\d+", out[-1][0]) \
+                and word[2] - out[-1][4] <= 0.4 * (word[5] - word[3]):
+            previous = out.pop()
+            word = (previous[0] + word[0], min(previous[1], word[1]), previous[2], min(previous[3], word[3]),
+                    word[4], max(previous[5], word[5]))
+        out.append(word)
+    return out
+
+
+def _is_header(line: list) -> bool:
+    words = {re.sub(r"[^a-z]", "", w[0].lower()) for w in line}
+    return len(words & _HEADER_WORDS) >= 2
+
+
+def _range_of(tokens: list[str]) -> tuple[str, int]:
+    """A reference range at the start of `tokens`: its text and how many tokens it took."""
+    for size in (3, 2, 1):
+        if len(tokens) < size:
+            continue
+        part = tokens[:size]
+        if size == 3 and part[1] not in _DASH:
+            continue
+        text = " ".join(part) if size == 3 else "".join(part)
+        if _RANGE_ONE.match(text.replace(" ", "") if size < 3 else f"{part[0]}-{part[2]}"):
+            if size == 1 and not re.search(r"[-–—<>≤≥(]|to", text):
+                continue  # a lone number is not a range
+            return text, size
+    return "", 0
+
+
+def row_of(line: list) -> Row | None:
+    """The lab row a line holds, or None."""
+    line = _merge_split_decimals(line)
+    for index, word in enumerate(line):
+        if index == 0:
+            continue  # a row starts with its test name
+        glued = _GLUED.match(word[0])
+        if not glued or number_parse((glued.group(1) or "") + glued.group(2)) is None:
+            continue
+        name_words = line[:index]
+        name = " ".join(w[0] for w in name_words).strip(" :.")
+        if not re.search(r"[A-Za-z]", name):
+            return None
+        value = (glued.group(1) or "") + glued.group(2)
+        rest_tokens = [w[0] for w in line[index + 1:]]
+        glued_tail = glued.group(3) or ""
+        flag = unit = ""
+        if glued_tail.lower() in _FLAGS:
+            flag = glued_tail
+        elif glued_tail:
+            unit = glued_tail
+        if rest_tokens and rest_tokens[0].lower() in _FLAGS and not flag and rest_tokens[0] not in ("-", "+"):
+            flag = rest_tokens.pop(0)
+        if not unit and rest_tokens and not _range_of(rest_tokens)[1] and rest_tokens[0].lower() not in _FLAGS:
+            unit = rest_tokens.pop(0)
+        reference, used = _range_of(rest_tokens)
+        rest_tokens = rest_tokens[used:]
+        if rest_tokens and rest_tokens[-1].lower() in _FLAGS and not flag:
+            flag = rest_tokens[-1]
+        return Row(name=name, value=value, confidence=float(word[1]), value_box=tuple(word[2:6]),
+                   name_box=_union(w[2:6] for w in name_words), box=_union(w[2:6] for w in line),
+                   unit=unit, range=reference, flag=flag, text=" ".join(w[0] for w in line),
+                   name_confidence=min(float(w[1]) for w in name_words))
+    return None
+
+
+def page_rows(words: list) -> list[Row]:
+    """The lab rows of a page, top to bottom."""
+    rows = []
+    for line in lines_of(words):
+        if _is_header(line):
+            continue
+        row = row_of(line)
+        if row is not None:
+            rows.append(row)
+    return rows
