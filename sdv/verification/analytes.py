@@ -23,7 +23,8 @@ from queries.checks import lab_limits
 
 SYNONYMS_CSV = Path(__file__).resolve().parent.parent / "data" / "lab_synonyms.csv"
 FUZZY_MIN_LENGTH = 5  # shorter names only match exactly
-FUZZY_CUTOFF = 88
+FUZZY_CUTOFF = 82  # rapidfuzz ratio, 0-100; 88 for names of up to 7 letters
+FUZZY_MARGIN = 6  # the best name must beat the best name of any other analyte by this much
 # A differential count printed in % is the percentage twin of the absolute count.
 PERCENT_TWINS = {"NEUT": "NEUTLE", "LYM": "LYMLE", "MONO": "MONOLE", "EOS": "EOSLE", "BASO": "BASOLE"}
 _SPECIMEN = re.compile(r"^(?:serum|plasma|blood|whole blood|s|p|b|sp|fs|se)[\s-]+|\s+(?:level|count|conc|serum)$")
@@ -79,20 +80,47 @@ def _variants(name: str) -> list[str]:
     return [v for v in dict.fromkeys(normal) if v]
 
 
+# Characters OCR confuses in names (a fax's "l" read as "t", "Ca++" as "Cat+"): one swap at a time,
+# and the result must still be a name of the table exactly.
+_CONFUSIONS = (("t", "l"), ("l", "t"), ("t", "+"), ("1", "l"), ("l", "1"), ("0", "o"), ("rn", "m"), ("ii", "u"),
+               ("c", "e"), ("e", "c"), ("i", "l"))
+
+
+def _confused(variant: str) -> list[str]:
+    out = []
+    for wrong, right in _CONFUSIONS:
+        start = variant.find(wrong)
+        while start != -1:
+            out.append(variant[:start] + right + variant[start + len(wrong):])
+            start = variant.find(wrong, start + 1)
+    return out
+
+
 def printed_analyte(name: str, unit: str = "") -> NameMatch | None:
     """The LBTESTCD of a test name as printed on a page, or None."""
     table = synonyms()
     found = None
-    for variant in _variants(name):
+    variants = _variants(name)
+    for variant in variants:
         if variant in table.by_name:
             found = NameMatch(table.by_name[variant], 100.0, "exact" if variant == name_normalise(name) else "part")
             break
     if found is None:
+        for variant in variants[:1]:
+            hits = {table.by_name[c] for c in _confused(variant) if c in table.by_name}
+            if len(hits) == 1:
+                found = NameMatch(hits.pop(), 95.0, "one character OCR confuses")
+    if found is None:
         normal = name_normalise(name)
-        if len(normal.replace(" ", "")) >= FUZZY_MIN_LENGTH:
-            best = process.extractOne(normal, table.names, scorer=fuzz.ratio, score_cutoff=FUZZY_CUTOFF)
-            if best:
-                found = NameMatch(table.by_name[best[0]], float(best[1]), f"fuzzy ({best[0]!r})")
+        letters = len(normal.replace(" ", ""))
+        if letters >= FUZZY_MIN_LENGTH:
+            cutoff = FUZZY_CUTOFF if letters > 7 else 85
+            near = process.extract(normal, table.names, scorer=fuzz.ratio, limit=8, score_cutoff=cutoff - FUZZY_MARGIN)
+            if near and near[0][1] >= cutoff:
+                best, code = near[0], table.by_name[near[0][0]]
+                rival = max((score for name, score, _ in near if table.by_name[name] != code), default=0)
+                if best[1] - rival >= FUZZY_MARGIN:
+                    found = NameMatch(code, float(best[1]), f"fuzzy ({best[0]!r})")
     if found and unit.strip() == "%" and found.code in PERCENT_TWINS:
         found = NameMatch(PERCENT_TWINS[found.code], found.score, found.how + ", in %")
     return found

@@ -18,7 +18,7 @@ _FLAGS = {"h", "l", "hh", "ll", "a", "aa", "n", "*", "**", "high", "low", "abnor
           "↑", "↓", "!", "(h)", "(l)", "[h]", "[l]"}
 _HEADER_WORDS = {"test", "tests", "analyte", "parameter", "investigation", "examination", "result", "results",
                  "value", "unit", "units", "reference", "range", "normal", "ref", "flag", "interval"}
-_GLUED = re.compile(r"^([<>]=?|≤|≥)?([-+]?(?:\d+(?:[.,]\d+)?|[.,]\d+))([A-Za-zµ%/*↑↓!^].*)?$")
+_GLUED = re.compile(r"^([<>]=?|≤|≥)?([-+]?(?:\d+(?:[.,]\d+)?|[.,]\d+))([.,]?[A-Za-zµ%/*↑↓!^].*)?$")
 _RANGE_ONE = re.compile(r"^\(?\[?([<>]=?|≤|≥)?\s*(\d+(?:[.,]\d+)?)(?:\s*(?:-|–|—|to)\s*(\d+(?:[.,]\d+)?))?\)?\]?$")
 _DASH = {"-", "–", "—", "to"}
 
@@ -36,9 +36,15 @@ class Row:
     flag: str = ""
     text: str = ""
     name_confidence: float = 100.0
+    second: str = ""  # the value read a second time (ocr.values_reread), "" when not
+    second_confidence: float = 0.0
 
     def as_json(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def _is_flag(token: str) -> bool:
+    return token.strip(".,:;").lower() in _FLAGS and token not in ("-", "+")
 
 
 def _union(boxes) -> tuple[int, int, int, int]:
@@ -99,40 +105,76 @@ def _range_of(tokens: list[str]) -> tuple[str, int]:
     return "", 0
 
 
+def _starts_range(tokens: list[str], index: int) -> bool:
+    """Is the number at `index` the start of a reference range ("3.4 - 20.5", "3.4-20.5", "< 5.2")?"""
+    token = tokens[index]
+    if re.match(r"^\(?\d+(?:[.,]\d+)?\s*[-–—]\s*\d", token) or (index and tokens[index - 1] in ("<", ">", "<=", ">=")):
+        return True
+    return index + 2 < len(tokens) and tokens[index + 1] in _DASH and number_parse(tokens[index + 2]) is not None
+
+
+def _unit_like(token: str) -> bool:
+    return bool(re.search(r"[/%]|^(?:fl|pg|g|mg|ml)$", token.lower()))
+
+
 def row_of(line: list) -> Row | None:
     """The lab row a line holds, or None."""
     line = _merge_split_decimals(line)
+    tokens = [w[0] for w in line]
     for index, word in enumerate(line):
         if index == 0:
             continue  # a row starts with its test name
+        if _RANGE_ONE.match(word[0]) and re.search(r"\d\s*[-–—]\s*\d", word[0]):
+            return _unreadable_row(line, index)  # a range ("8-61") before any result
         glued = _GLUED.match(word[0])
         if not glued or number_parse((glued.group(1) or "") + glued.group(2)) is None:
             continue
+        if _starts_range(tokens, index):
+            return _unreadable_row(line, index)
         name_words = line[:index]
         name = " ".join(w[0] for w in name_words).strip(" :.")
         if not re.search(r"[A-Za-z]", name):
             return None
         value = (glued.group(1) or "") + glued.group(2)
-        rest_tokens = [w[0] for w in line[index + 1:]]
+        rest_tokens = tokens[index + 1:]
         glued_tail = glued.group(3) or ""
         flag = unit = ""
-        if glued_tail.lower() in _FLAGS:
-            flag = glued_tail
+        if _is_flag(glued_tail):
+            flag = glued_tail.strip(".,:;")
         elif glued_tail:
-            unit = glued_tail
-        if rest_tokens and rest_tokens[0].lower() in _FLAGS and not flag and rest_tokens[0] not in ("-", "+"):
-            flag = rest_tokens.pop(0)
-        if not unit and rest_tokens and not _range_of(rest_tokens)[1] and rest_tokens[0].lower() not in _FLAGS:
+            unit = glued_tail.lstrip(".,")
+        if rest_tokens and _is_flag(rest_tokens[0]) and not flag:
+            flag = rest_tokens.pop(0).strip(".,:;")
+        if not unit and rest_tokens and not _range_of(rest_tokens)[1] and not _is_flag(rest_tokens[0]):
             unit = rest_tokens.pop(0)
         reference, used = _range_of(rest_tokens)
         rest_tokens = rest_tokens[used:]
-        if rest_tokens and rest_tokens[-1].lower() in _FLAGS and not flag:
-            flag = rest_tokens[-1]
+        if rest_tokens and _is_flag(rest_tokens[-1]) and not flag:
+            flag = rest_tokens[-1].strip(".,:;")
         return Row(name=name, value=value, confidence=float(word[1]), value_box=tuple(word[2:6]),
                    name_box=_union(w[2:6] for w in name_words), box=_union(w[2:6] for w in line),
-                   unit=unit, range=reference, flag=flag, text=" ".join(w[0] for w in line),
+                   unit=unit, range=reference, flag=flag, text=" ".join(tokens),
                    name_confidence=min(float(w[1]) for w in name_words))
     return None
+
+
+def _unreadable_row(line: list, range_index: int) -> Row | None:
+    """A row whose first number is its reference range: its result was not read as a number
+    ("A5" for 4.5). The word before the unit (or before the range) is the result, kept as read,
+    so the value is reported illegible rather than taken from the range or lost."""
+    before = line[:range_index]
+    if before and before[-1][0] in ("<", ">", "<=", ">="):
+        before = before[:-1]
+    unit_at = next((i for i in range(len(before) - 1, 0, -1) if _unit_like(before[i][0])), None)
+    value_at = (unit_at - 1) if unit_at else len(before) - 1
+    if value_at < 1:
+        return None
+    name_words, value_word = before[:value_at], before[value_at]
+    reference, _ = _range_of([w[0] for w in line[range_index - (len(line[:range_index]) - len(before)):]])
+    return Row(name=" ".join(w[0] for w in name_words).strip(" :."), value=value_word[0], confidence=0.0,
+               value_box=tuple(value_word[2:6]), name_box=_union(w[2:6] for w in name_words),
+               box=_union(w[2:6] for w in line), unit=before[unit_at][0] if unit_at else "", range=reference,
+               text=" ".join(w[0] for w in line), name_confidence=min(float(w[1]) for w in name_words))
 
 
 def page_rows(words: list) -> list[Row]:

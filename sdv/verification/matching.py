@@ -15,15 +15,17 @@ likely than a true reading, so agreement is evidence in itself.
 A page unit that OCR could not read cleanly is resolved to the nearest unit the analyte is
 reported in (rapidfuzz); one that stays unknown is compared as if in the EDC's unit."""
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
+from decimal import Decimal
 
 from rapidfuzz import fuzz, process
 
 from queries.checks import lab_limits
 from sdv.verification import analytes
-from sdv.verification.units import conversion_factor, number_parse, unit_normalise, values_compare
+from sdv.verification.units import conversion_factor, number_parse, unit_known, unit_normalise, values_compare
 
-UNIT_CUTOFF = 70
+UNIT_CUTOFF = 75
 LABEL_CUTOFF = 90
 
 
@@ -47,6 +49,10 @@ class PageRow:
     value_box: list
     box: list
     text: str
+    range: str = ""
+    flag: str = ""
+    second: str = ""  # the value read a second time, "" when not
+    second_confidence: float = 0.0
     analyte: str | None = None
     name_score: float = 0.0
 
@@ -58,10 +64,59 @@ class Verdict:
     row: PageRow | None
     source_unit: str = ""
     explanation: str = ""
+    reading_confidence: float | None = None  # 0-100, after the row's own checks
 
     @property
     def confidence(self) -> float | None:
-        return None if self.row is None else round(self.row.confidence / 100, 3)
+        if self.row is None:
+            return None
+        value = self.row.confidence if self.reading_confidence is None else self.reading_confidence
+        return round(value / 100, 3)
+
+
+GROSS = Decimal(3)  # a value this many times past its printed range, unflagged, was misread
+DOUBTFUL = 50.0  # the confidence a reading keeps when its own row contradicts it
+
+
+def reference_bounds(text: str) -> tuple[Decimal, Decimal] | None:
+    """(low, high) of a printed reference range: "3.5 - 5.1", "(3.5-5.1)", "< 5.2" (low 0)."""
+    clean = (text or "").strip().strip("()[]{}").replace(" ", "").replace(",", ".")
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)[-–—](\d+(?:\.\d+)?)", clean)
+    if match:
+        low, high = Decimal(match.group(1)), Decimal(match.group(2))
+        return (low, high) if low < high else None
+    match = re.fullmatch(r"(?:<|<=|≤)(\d+(?:\.\d+)?)", clean)
+    return (Decimal(0), Decimal(match.group(1))) if match else None
+
+
+def _gross(value: Decimal, bounds: tuple[Decimal, Decimal], flag: str) -> bool:
+    low, high = bounds
+    flag = flag.strip("()[]").upper()
+    if flag in ("H", "HH", "HIGH", "↑", "*", "**", "A", "C", "CRIT"):
+        return value < low  # flagged high, yet below the range
+    if flag in ("L", "LL", "LOW", "↓"):
+        return value > high
+    return value > high * GROSS or (low > 0 and value < low / GROSS)
+
+
+def reading_checked(row: PageRow) -> tuple[str, float, str]:
+    """The page value as its own row corroborates it: (value, confidence, note). A value far
+    outside the range printed beside it, with no flag saying so, was misread, most often a
+    decimal point lost ("44" for 4.4): restored when exactly one placement of the point fits the
+    range; either way the reading keeps at most DOUBTFUL confidence (a difference from the EDC
+    is then for review, never a query)."""
+    number = number_parse(row.value)
+    bounds = reference_bounds(row.range)
+    if number is None or bounds is None or number.qualifier or not _gross(number.value, bounds, row.flag):
+        return row.value, row.confidence, ""
+    digits = row.value.replace(",", "").replace(".", "")
+    fits = [candidate for i in range(1, len(digits)) if not _gross(
+        Decimal(candidate := f"{digits[:i]}.{digits[i:]}"), bounds, row.flag)]
+    if len(fits) == 1:
+        return fits[0], min(row.confidence, DOUBTFUL), f"read {row.value}, outside the printed range {row.range}: " \
+                                                       f"decimal point restored ({fits[0]})"
+    return row.value, min(row.confidence, DOUBTFUL), f"read {row.value}, outside the printed range {row.range} " \
+                                                     "without a flag"
 
 
 def rows_with_analytes(rows: list[PageRow]) -> list[PageRow]:
@@ -72,12 +127,16 @@ def rows_with_analytes(rows: list[PageRow]) -> list[PageRow]:
 
 
 def candidate_units(analyte: str | None, edc_unit: str) -> list[str]:
-    """Units the analyte is reported in: the EDC's, the QueryAnalyzer's table, the conversions table."""
+    """Units the analyte is reported in and that convert to the EDC's: the EDC's own, then the
+    QueryAnalyzer's table of the analyte's units."""
     units = [unit_normalise(edc_unit)] if edc_unit else []
     known = lab_limits.analyte_for(None, analyte) if analyte else None
     if known:
         units += [unit_normalise(known.unit)] + [unit_normalise(name) for name, _ in known.units]
-    return [u for u in dict.fromkeys(units) if u]
+    units = [u for u in dict.fromkeys(units) if u]
+    if not edc_unit:
+        return units
+    return [u for u in units if conversion_factor(u, edc_unit, analyte) is not None]
 
 
 def unit_resolve(printed: str, candidates: list[str]) -> str:
@@ -87,11 +146,12 @@ def unit_resolve(printed: str, candidates: list[str]) -> str:
         return ""
     if normal in candidates or not candidates:
         return normal
-    best = process.extractOne(normal.lower(), [c.lower() for c in candidates], scorer=fuzz.ratio,
-                              score_cutoff=UNIT_CUTOFF)
-    if best:
-        return candidates[best[2]]
-    return normal if conversion_factor(normal, candidates[0]) is not None else ""
+    if len(normal) >= 4:
+        best = process.extractOne(normal.lower(), [c.lower() for c in candidates], scorer=fuzz.ratio,
+                                  score_cutoff=UNIT_CUTOFF)
+        if best:
+            return candidates[best[2]]
+    return normal if unit_known(normal) else ""  # a real unit, if not one of the analyte's: legible
 
 
 def _rows_for(value: EdcValue, rows: list[PageRow]) -> list[PageRow]:
@@ -106,6 +166,63 @@ def _rows_for(value: EdcValue, rows: list[PageRow]) -> list[PageRow]:
             and fuzz.ratio(analytes.name_normalise(r.name), label) >= LABEL_CUTOFF]
 
 
+def _readings(row: PageRow) -> list[tuple[str, float]]:
+    """The readings of a row's value that are numbers: the page's, and the second one if it differs."""
+    out = [(row.value, row.confidence)] if number_parse(row.value) else []
+    if row.second and number_parse(row.second):
+        first = number_parse(row.value)
+        if first is None or number_parse(row.second).value != first.value:
+            out.append((row.second, row.second_confidence))
+        else:  # two readings of the same value: each confirms the other
+            out = [(row.value, max(row.confidence, row.second_confidence))]
+    return out
+
+
+def _judge(value: EdcValue, row: PageRow) -> tuple[int, str, bool | None, str, float, str]:
+    """(rank, unit, matches, explanation, confidence, value as read) of one row for one EDC value;
+    rank 0: matches, 1: differs, 2: cannot be decided."""
+    candidates = candidate_units(value.analyte, value.unit)
+    unit = unit_resolve(row.unit, candidates)
+    illegible_unit = bool(row.unit) and not unit
+    readings = _readings(row)
+    if not readings:
+        return 2, unit, None, f"the value on the page ('{row.value}') is not legible", 0.0, row.value
+    checked = []
+    for text, confidence in readings:
+        page_value, capped, note = reading_checked(replace(row, value=text, confidence=confidence))
+        checked.append([page_value, capped, note, text, confidence])
+    if len(checked) == 2 and number_parse(checked[0][0]).value == number_parse(checked[1][0]).value:
+        # Both readings say the same once checked against the row's range: they confirm each other.
+        first, second = checked
+        checked = [[first[0], max(first[4], second[4]), first[2] or second[2], first[3], first[4]]]
+    results = []
+    for page_value, confidence, note, text, _ in checked:
+        # An illegible unit: the value differs only if it differs in every unit the analyte is reported in.
+        units = [unit or value.unit] + (candidates if illegible_unit else [])
+        for tried in dict.fromkeys(units):
+            comparison = values_compare(source=page_value, source_unit=tried, edc=value.value, edc_unit=value.unit,
+                                        analyte=value.analyte)
+            if comparison.matches:
+                break
+        notes = [comparison.explanation, note]
+        if illegible_unit:
+            notes.append(f"the unit on the page ('{row.unit}') is not legible"
+                         + ("" if comparison.matches else f"; no unit of {', '.join(candidates)} makes it match"))
+        results.append((comparison.matches, "; ".join(n for n in notes if n), confidence, text,
+                        tried if comparison.matches else unit))
+    matched = [r for r in results if r[0]]
+    if matched:
+        _, note, confidence, text, tried = max(matched, key=lambda r: r[2])
+        if text != row.value:
+            note = f"{note} (second reading)"
+        return 0, tried, True, note, confidence, text
+    matches, note, confidence, text, _ = results[0]
+    if len(results) > 1:
+        confidence = min(r[2] for r in results)
+        note = f"{note}; two readings differ ({', '.join(r[3] for r in results)})"
+    return (1 if matches is False else 2), unit, matches, note, confidence, text
+
+
 def verdict_for(value: EdcValue, rows: list[PageRow], *, review_below: float) -> Verdict:
     """The verdict on one EDC value against the rows of one document."""
     found = _rows_for(value, rows)
@@ -116,26 +233,15 @@ def verdict_for(value: EdcValue, rows: list[PageRow], *, review_below: float) ->
         return Verdict(value.data_point_id, "discrepancy" if row.confidence >= review_below else "needs_review",
                        row, unit_resolve(row.unit, candidate_units(value.analyte, value.unit)),
                        "no value in the EDC, one on the document")
-    judged = []
-    for row in found:
-        unit = unit_resolve(row.unit, candidate_units(value.analyte, value.unit))
-        if number_parse(row.value) is None:
-            judged.append((2, row, unit, None, "the value on the page is not a number"))
-            continue
-        comparison = values_compare(source=row.value, source_unit=unit or value.unit, edc=value.value,
-                                    edc_unit=value.unit, analyte=value.analyte)
-        note = comparison.explanation if unit or not row.unit else \
-            f"{comparison.explanation}; the unit on the page ('{row.unit}') is not legible"
-        rank = 0 if comparison.matches else 1 if comparison.matches is False else 2
-        judged.append((rank, row, unit, comparison.matches, note))
+    judged = [(row, *_judge(value, row)) for row in found]
     # The matching row if any (a test printed twice), else the most confident reading.
-    rank, row, unit, matches, note = min(judged, key=lambda j: (j[0], -j[1].confidence))
+    row, rank, unit, matches, note, confidence, _ = min(judged, key=lambda j: (j[1], -j[5]))
     if matches:
         verdict = "verified"
-    elif matches is False and row.confidence >= review_below:
+    elif matches is False and confidence >= review_below:
         verdict = "discrepancy"
     else:
         verdict = "needs_review"
         if matches is False:
-            note = f"{note}; read with confidence {row.confidence:.0f} (< {review_below:.0f})"
-    return Verdict(value.data_point_id, verdict, row, unit or row.unit, note)
+            note = f"{note}; read with confidence {confidence:.0f} (< {review_below:.0f})"
+    return Verdict(value.data_point_id, verdict, row, unit or row.unit, note, confidence)

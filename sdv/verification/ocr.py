@@ -11,7 +11,8 @@ on degraded pages, and only what pays is on by default):
   tesseract, which then reads it faster and as well;
 - denoise: only a page whose background is noisy (speckle, grain) is smoothed (a 3x3 box blur);
 - binarise: Otsu's threshold of the page's histogram;
-- crop: the margins without ink are cut off before OCR (boxes are shifted back).
+- crop: the margins without ink are cut off before OCR (boxes are shifted back);
+- reread: every value is read a second time from the grey page, enlarged (values_reread).
 Tesseract runs one process per page with OMP_THREAD_LIMIT=1 (its own threads cost more than
 they bring); a DataVerification run reads several pages at once, one per core.
 """
@@ -23,9 +24,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytesseract
 from django.conf import settings
-from PIL import Image, ImageFilter
+from PIL import Image, ImageFilter, ImageOps
 
-DEFAULT_STEPS = ("orientation", "deskew", "scale", "denoise", "binarise", "crop")
+DEFAULT_STEPS = ("orientation", "deskew", "scale", "denoise", "binarise", "crop", "reread")
 ALL_STEPS = DEFAULT_STEPS
 TESSERACT_CONFIG = "--psm 6 -c tessedit_do_invert=0"
 SKEW_LIMIT = 6.0  # degrees searched either way
@@ -239,3 +240,40 @@ def transformed(image: Image.Image, *, rotation: int, skew: float) -> Image.Imag
     if skew:
         gray = gray.rotate(skew, resample=Image.Resampling.BILINEAR, fillcolor=255)
     return gray
+
+
+# --- A second reading of the values ------------------------------------------------------------------
+SECOND_SCALE = 2
+
+
+def values_reread(page: Image.Image, boxes: list[tuple[int, int, int, int]], *, dpi: int,
+                  noisy: bool = False) -> list[tuple[str, float]]:
+    """Each value read again, from the grey page (before binarisation, which can erase a decimal
+    point), cropped around its box and enlarged: the crops stacked into one strip, one tesseract
+    call per page. Two readings that agree confirm each other; readings that differ make the
+    value doubtful (sdv.verification.matching). Returns (text, confidence) per box ("" if none)."""
+    if not boxes:
+        return []
+    crops = []
+    for x0, y0, x1, y1 in boxes:
+        height = max(1, y1 - y0)
+        pad_x, pad_y = round(0.6 * height), round(0.35 * height)
+        crop = page.crop((max(0, x0 - pad_x), max(0, y0 - pad_y), min(page.width, x1 + pad_x),
+                          min(page.height, y1 + pad_y)))
+        crop = crop.resize((crop.width * SECOND_SCALE, crop.height * SECOND_SCALE), Image.Resampling.BICUBIC)
+        if noisy:  # grain enlarged is grain still: smoothed at the larger size, where strokes are thick
+            crop = crop.filter(ImageFilter.GaussianBlur(SECOND_SCALE))
+        crops.append(ImageOps.autocontrast(crop, cutoff=1))
+    gap = max(c.height for c in crops)
+    strip = Image.new("L", (max(c.width for c in crops) + 2 * gap, sum(c.height + gap for c in crops) + gap), 255)
+    spans, y = [], gap
+    for crop in crops:
+        strip.paste(crop, (gap, y))
+        spans.append((y, y + crop.height))
+        y += crop.height + gap
+    words = tesseract_words(strip, dpi=dpi * SECOND_SCALE)
+    out = []
+    for top, bottom in spans:
+        inside = sorted((w for w in words if top <= (w.box[1] + w.box[3]) / 2 <= bottom), key=lambda w: w.box[0])
+        out.append(("".join(w.text for w in inside), min((w.confidence for w in inside), default=0.0)))
+    return out

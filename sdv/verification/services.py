@@ -68,9 +68,16 @@ class DocumentRead:
 def _ocr_page(image, number: int, dpi: int, steps) -> PageRead:
     prepared, words = ocr.page_ocr(image, dpi=dpi, steps=steps)
     flat = [[w.text, round(w.confidence, 1), *w.box] for w in words]
+    rows = layout.page_rows(flat)
+    if "reread" in steps:
+        again = ocr.values_reread(prepared.image, [r.value_box for r in rows], dpi=dpi,
+                                  noisy="denoise" in prepared.steps)
+        for row, (text, confidence) in zip(rows, again, strict=True):
+            row.second, row.second_confidence = text, round(confidence, 1)
     return PageRead(number=number, width=prepared.image.width, height=prepared.image.height, dpi=dpi,
                     text_source=SourceDocument.TextSource.OCR, rotation=prepared.rotation, skew=prepared.skew,
-                    steps=prepared.steps, words=flat, rows=[r.as_json() for r in layout.page_rows(flat)])
+                    steps=prepared.steps + (["reread"] if "reread" in steps else []), words=flat,
+                    rows=[r.as_json() for r in rows])
 
 
 def documents_read(documents: list[SourceDocument], *, workers: int | None = None,
@@ -147,7 +154,9 @@ def _page_rows(pages) -> list[matching.PageRow]:
         for row in page.rows:
             rows.append(matching.PageRow(page=page.number, name=row["name"], value=row["value"], unit=row["unit"],
                                          confidence=float(row["confidence"]), value_box=row["value_box"],
-                                         box=row["box"], text=row["text"]))
+                                         box=row["box"], text=row["text"], range=row.get("range", ""),
+                                         flag=row.get("flag", ""), second=row.get("second", ""),
+                                         second_confidence=float(row.get("second_confidence", 0.0))))
     return matching.rows_with_analytes(rows)
 
 

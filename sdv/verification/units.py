@@ -24,7 +24,7 @@ import pint
 CONVERSIONS_CSV = Path(__file__).resolve().parent.parent / "data" / "lab_conversions.csv"
 
 # Printed forms of a power of ten before a per-volume unit: 10^9/L, 10*9/L, x10E9/L, 10⁹/L, 10°9/L
-_POWER = re.compile(r"^(?:x|\*)?10(?:\^|\*|e|\*\*|°|º)?([0-9]|[⁰¹²³⁴⁵⁶⁷⁸⁹])(?=/)")
+_POWER = re.compile(r"^(?:x|\*)?10(?:\^|\*|e|\*\*|°|º)?([0-9]{1,2}|[⁰¹²³⁴⁵⁶⁷⁸⁹]{1,2})(?=/)")
 _SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")
 # Whole-unit spellings, after lower-casing and removing spaces.
 _ALIASES = {
@@ -33,7 +33,7 @@ _ALIASES = {
     "m/ul": "10^6/uL", "mill/ul": "10^6/uL", "/ul": "1/uL", "cells/ul": "1/uL", "/mm3": "1/uL", "cells/mm3": "1/uL",
     "%": "%", "percent": "%", "pct": "%", "l/l": "L/L", "fraction": "L/L", "meq/l": "mEq/L",
     "fl": "fL", "um3": "fL", "pg": "pg", "mmhg": "mmHg", "bpm": "beats/min", "beats/min": "beats/min", "/min": "beats/min",
-    "kg": "kg", "cm": "cm", "°c": "degC", "c": "degC", "degc": "degC",
+    "gi/l": "10^9/L", "giga/l": "10^9/L", "tera/l": "10^12/L", "kg": "kg", "cm": "cm", "°c": "degC", "c": "degC", "degc": "degC",
 }
 # Giga and tera per litre are written G/L and T/L (capitals) in French and German reports; g/L is grams.
 _CASED = {"G/L": "10^9/L", "T/L": "10^12/L", "Giga/L": "10^9/L", "Tera/L": "10^12/L"}
@@ -41,7 +41,7 @@ _CASED = {"G/L": "10^9/L", "T/L": "10^12/L", "Giga/L": "10^9/L", "Tera/L": "10^1
 
 def unit_normalise(text: str) -> str:
     """One spelling per unit: "10*9/l" -> "10^9/L", "µmol/L" -> "umol/L", "IU/L" -> "U/L"."""
-    raw = re.sub(r"\s+", "", text or "").replace("µ", "u").replace("μ", "u").replace("×", "x")
+    raw = re.sub(r"\s+", "", text or "").replace("µ", "u").replace("μ", "u").replace("×", "x").strip(".,;:")
     if raw in _CASED:
         return _CASED[raw]
     low = raw.lower()
@@ -70,13 +70,18 @@ def _registry() -> pint.UnitRegistry:
 @functools.cache
 def _quantity(unit: str):
     """The unit as a pint quantity (scale included: 10^9/L is 1e9 per litre); None if pint cannot read it."""
-    if unit in ("", "mEq/L"):
-        return None
+    if unit in ("", "mEq/L") or len(unit) > 24 or not re.fullmatch(r"[A-Za-z0-9/^*.%]+", unit):
+        return None  # OCR text is not an expression to hand to a parser
     expression = re.sub(r"^10\^(\d+)", r"1e\1", unit).replace("%", "percent").replace("U/L", "enzyme_unit/L")
     try:
         return _registry().parse_expression(expression)
-    except (pint.errors.PintError, SyntaxError, ValueError, TypeError, AttributeError):
+    except Exception:  # noqa: BLE001 (pint's parser raises anything, AssertionError included, on odd input)
         return None
+
+
+def unit_known(unit: str) -> bool:
+    """Whether a (normalised) unit is a unit at all, whatever it converts to."""
+    return _quantity(unit) is not None or unit == "mEq/L"
 
 
 @functools.cache
