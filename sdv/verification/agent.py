@@ -23,7 +23,7 @@ from studies.models import Study
 
 PENDING_EVENT = "source_document.pending"
 SECONDS_PER_PAGE = 6.0  # a degraded page takes 1-2 s of tesseract; the rest is margin
-TIME_LIMIT = 1800
+TIME_LIMIT = 600  # under the step lease (AGENT_STEP_LEASE_SECONDS, 660 by default)
 
 
 def documents_due(*, study_id: int | None, document_ids: list[int] | None = None, reread: bool = False):

@@ -103,6 +103,8 @@ def _image_inspect(path: Path, kind: str, *, max_pages: int, max_pixels: int) ->
                         raise _too_many_pixels(width, height, max_pixels, f"Page {number + 1}")
                     image.load()
                 return frames
+        except DocumentRefused:
+            raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise DocumentRefused(f"The image is too large to decode safely ({error}).") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
@@ -118,7 +120,8 @@ def _pdf_inspect(path: Path, *, max_pixels: int, dpi: int) -> int:
     except DocumentRefused:
         raise
     except Exception as error:  # pdfminer raises many types (PDFSyntaxError, PSEOF, PDFPasswordIncorrect, ...)
-        if "password" in type(error).__name__.lower() or "encrypt" in str(error).lower():
+        causes = [error, *error.args, error.__cause__, error.__context__]
+        if any("password" in type(c).__name__.lower() or "encrypt" in str(c).lower() for c in causes if c):
             raise DocumentRefused("The PDF is encrypted: upload it without a password or encryption.") from None
         raise DocumentRefused(f"The PDF is malformed and cannot be read ({type(error).__name__}).") from None
     with _PDFIUM:
