@@ -67,13 +67,15 @@ def _spool(upload, directory: Path) -> tuple[Path, str, int]:
             if size > settings.SDV_UPLOAD_MAX_BYTES:
                 out.close()
                 os.unlink(name)
-                raise ValidationError({"file": f"The file is over the limit of {settings.SDV_UPLOAD_MAX_BYTES:,} bytes."})
+                limit = settings.SDV_UPLOAD_MAX_BYTES
+                raise ValidationError({"file": f"The file is over the limit of {limit:,} bytes."})
             digest.update(chunk)
             out.write(chunk)
     return Path(name), digest.hexdigest(), size
 
 
-def document_upload(*, study: Study, subject_id: str, visit_oid: str = "", upload, actor) -> tuple[SourceDocument, bool]:
+def document_upload(*, study: Study, subject_id: str, visit_oid: str = "", upload,
+                    actor) -> tuple[SourceDocument, bool]:
     """Check, store and record an uploaded source document; returns (document, created). The
     same file for the same visit (or the same subject, without a visit) is the existing document.
     Refusals raise ValidationError (nothing stored) or PermissionDenied."""
@@ -81,6 +83,14 @@ def document_upload(*, study: Study, subject_id: str, visit_oid: str = "", uploa
                               visit_oid=(visit_oid or "").strip())
     if not may_upload(user=actor, site=subject.site):
         raise PermissionDenied("Your role may not upload source documents at this site.")
+    return document_from_upload(subject=subject, visit=visit, upload=upload, actor=actor,
+                                reason="Source document uploaded")
+
+
+def document_from_upload(*, subject, visit, upload, actor, reason: str) -> tuple[SourceDocument, bool]:
+    """The checks and the store behind document_upload, for a caller that has checked access (the
+    demo seeding writes as its system account)."""
+    study = subject.study
     if upload is None:
         raise ValidationError({"file": "No file was sent."})
     if upload.size is not None and upload.size > settings.SDV_UPLOAD_MAX_BYTES:
@@ -104,10 +114,11 @@ def document_upload(*, study: Study, subject_id: str, visit_oid: str = "", uploa
     os.replace(temporary, final)  # atomic; the same bytes under the same name whoever wrote them first
     document = SourceDocument(study=study, site=subject.site, subject=subject, visit=visit, file=name,
                               original_name=Path(upload.name or "").name[:255], content_type=inspected.content_type,
-                              sha256=sha256, file_size=size, page_count=inspected.pages, uploaded_by=actor)
+                              sha256=sha256, file_size=size, page_count=inspected.pages,
+                              uploaded_by=actor if getattr(actor, "pk", None) else None)
     try:
         with transaction.atomic():
-            set_audit(document, actor=actor, reason="Source document uploaded")
+            set_audit(document, actor=actor, reason=reason)
             document.save()
             if settings.SDV_VERIFY_ON_UPLOAD:  # the source_verification workflow reads it (on commit)
                 event_publish(type=UPLOAD_EVENT, study_id=study.pk, payload={"document": document.pk})

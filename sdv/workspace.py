@@ -27,6 +27,7 @@ from PIL import ImageDraw
 
 from agents.orchestrator import WorkflowCannotStart, workflow_start
 from agents.services import WorkflowRunOverlap
+from queries.selectors import query_list
 from sdv.documents import document_path, document_upload, may_upload, source_document_list
 from sdv.documents_api import document_file_response
 from sdv.models import SourceDocument, SourcePage, SourceVerification
@@ -34,12 +35,10 @@ from sdv.selectors import risk_readable
 from sdv.verification import files, ocr
 from sdv.verification.selectors import progress_totals, sdv_data_points, sdv_progress, source_verification_list
 from sdv.verification.services import (
-    VerificationRefused,
     data_point_verify_manually,
     verification_confirm,
     verification_query_raise,
 )
-from queries.selectors import query_list
 from studies.models import DataPoint, SubjectVisit
 from studies.selectors import site_list, study_list, subject_visit_list, user_can
 
@@ -212,7 +211,8 @@ def sdv_manual_view(request, pk: int):
     point = get_object_or_404(sdv_data_points(user=request.user).select_related("visit"), pk=pk)
     try:
         data_point_verify_manually(data_point=point, actor=request.user,
-                                   verdict=request.POST.get("verdict", V.VERIFIED), reason=request.POST.get("reason", ""))
+                                   verdict=request.POST.get("verdict", V.VERIFIED),
+                                   reason=request.POST.get("reason", ""))
         messages.success(request, f"{point.item.label}: verified against the source on site.")
     except (ValidationError, PermissionDenied) as error:
         messages.error(request, "; ".join(getattr(error, "messages", [str(error)])))

@@ -3,10 +3,8 @@ the site staff of each site, a data manager; at each site a subject with a Week 
 values (haemoglobin in g/L, potassium, creatinine in umol/L, glucose, ALT) and a vital sign; and
 generated lab report pages (sdv.verification.samples) to upload."""
 
-import shutil
 from types import SimpleNamespace
 
-import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from sdv.verification import samples
@@ -47,16 +45,6 @@ def require_tesseract():
         return tesseract_version()
     except OcrUnavailable as error:
         skip_or_fail(str(error), required_by="TRIALOPS_REQUIRE_SERVICES")
-
-
-@pytest.fixture
-def media(settings, tmp_path):
-    """A MEDIA_ROOT of the test's own, so stored files can be counted and nothing is left behind."""
-    root = tmp_path / "media"
-    root.mkdir()
-    settings.MEDIA_ROOT = root
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def stored_files(root) -> list:

@@ -19,7 +19,7 @@ from queries.models import Query
 from sdv.models import SourceDocument, SourcePage, SourceVerification
 from sdv.verification import samples
 from sdv.verification.agent import TIME_LIMIT
-from tests.sdv_helpers import PAGE_LINES, make_trial, media, page_png, require_tesseract, upload_file  # noqa: F401
+from tests.sdv_helpers import PAGE_LINES, make_trial, page_png, require_tesseract, upload_file
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 V = SourceVerification.Verdict
@@ -129,7 +129,7 @@ def test_the_agent_reuses_an_active_query_of_the_query_analyzer_on_the_same_data
 
     analyzer = Query(study=trial.study, site=trial.site, subject=trial.subject, data_point=trial.points["LB.K"],
                      origin=Query.Origin.RULE, rule_code="RNG-LB.K", state=Query.State.OPEN,
-                     text="Potassium (Laboratory, Week 4): the recorded value 4.5 mmol/L is outside the expected range.")
+                     text="Potassium (Laboratory, Week 4): the recorded value 4.5 mmol/L is outside the range.")
     set_audit(analyzer, actor=agent_user("QueryAnalyzer"), reason="test set-up")
     analyzer.save()
     document = upload(trial, page_png())

@@ -14,7 +14,7 @@ from sdv.models import SourceDocument, SourceVerification
 from sdv.verification import samples
 from studies.models import DataPoint
 from tests.conftest import SCREENSHOTS
-from tests.sdv_helpers import PAGE_LINES, make_trial, media, page_png, require_tesseract  # noqa: F401
+from tests.sdv_helpers import PAGE_LINES, make_trial, page_png, require_tesseract
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from sdv.models import SourceDocument
 from sdv.verification import samples
-from tests.sdv_helpers import PAGE_LINES, make_trial, media, page_png, stored_files, upload_file  # noqa: F401
+from tests.sdv_helpers import PAGE_LINES, make_trial, page_png, stored_files, upload_file
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/source-documents/"

@@ -11,7 +11,7 @@ from sdv.models import SourceDocument, SourceVerification
 from sdv.verification import samples
 from sdv.verification.services import document_store, documents_read
 from studies.models import DataPoint
-from tests.sdv_helpers import PAGE_LINES, make_trial, media, upload_file  # noqa: F401
+from tests.sdv_helpers import PAGE_LINES, make_trial, upload_file
 
 pytestmark = pytest.mark.django_db
 LIST = "/api/v1/source-verifications/"

@@ -10,12 +10,12 @@ from django.urls import reverse
 from PIL import Image
 
 from agents.identity import agent_user
+from sdv.documents import document_upload
 from sdv.models import SourceDocument, SourceVerification
 from sdv.verification import samples
 from sdv.verification.services import document_store, documents_read
-from sdv.documents import document_upload
 from studies.models import DataPoint
-from tests.sdv_helpers import PAGE_LINES, make_trial, media, page_png, stored_files, upload_file  # noqa: F401
+from tests.sdv_helpers import PAGE_LINES, make_trial, page_png, stored_files, upload_file
 
 pytestmark = pytest.mark.django_db
 
@@ -65,8 +65,9 @@ def test_one_click_verifies_and_the_progress_follows(client, trial):
     assert row.status_code == 200 and row.text.strip().startswith(f'<tr id="dp-{glucose.data_point_id}"')
     assert "Confirmed by Chloé Roux" in row.text
     overview = client.get(reverse("sdv-overview", args=[trial.study.pk]))
-    assert [(r["site"].number, r["progress"]["verified"], r["progress"]["planned"]) for r in overview.context["sites"]] \
-        == [("101", 2, 6)]  # the CRA sees site 101 only
+    progress = [(r["site"].number, r["progress"]["verified"], r["progress"]["planned"])
+                for r in overview.context["sites"]]
+    assert progress == [("101", 2, 6)]  # the CRA sees site 101 only
     grid = client.get(reverse("sdv-site", args=[trial.study.pk, trial.site.pk]))
     assert "2/6" in grid.text and grid.context["totals"]["verified"] == 2
     site_page = client.get(reverse("site-risk", args=[trial.study.pk, trial.site.pk]))
@@ -113,7 +114,7 @@ def test_several_files_are_uploaded_from_the_subject_page(client, trial, media):
     client.force_login(trial.coordinator)
     subject_page = client.get(reverse("subject-detail", args=[trial.subject.pk]))
     assert 'class="dropzone"' in subject_page.text and "sdv/upload.js" in subject_page.text
-    assert f'data-visit="SE.WEEK4"' in subject_page.text  # one drop zone per visit, and one for the subject
+    assert 'data-visit="SE.WEEK4"' in subject_page.text  # one drop zone per visit, and one for the subject
     response = client.post(reverse("sdv-upload"), {
         "study": trial.study.pk, "subject_id": "101-004", "visit_oid": "SE.WEEK4",
         "next": reverse("subject-detail", args=[trial.subject.pk]),

@@ -334,4 +334,5 @@ SDV_VERIFY_ON_UPLOAD = True
 for _static in (STATIC_ROOT, *STATICFILES_DIRS):
     _static, _media = Path(_static).resolve(), MEDIA_ROOT.resolve()
     if _media == _static or _static in _media.parents or _media in _static.parents:
-        raise ImproperlyConfigured(f"MEDIA_ROOT={MEDIA_ROOT} must not be inside, or contain, the static files at {_static}")
+        raise ImproperlyConfigured(f"MEDIA_ROOT={MEDIA_ROOT} must not be inside, or contain, the static files at "
+                                   f"{_static}")

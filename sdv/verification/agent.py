@@ -87,7 +87,8 @@ class DataVerificationAgent(Agent):
         reason = f"Read by {self.name} v{self.version} (run {step.run_id}, step {step.pk})"
         totals = {"documents": 0, "pages": 0, "failed": 0, "matched_again": 0, "verdicts": {}, "queries_raised": 0,
                   "queries_linked": 0}
-        reads = documents_read(batch, workers=workers, steps=config["steps"] if "steps" in config else ocr.DEFAULT_STEPS)
+        steps = config["steps"] if "steps" in config else ocr.DEFAULT_STEPS
+        reads = documents_read(batch, workers=workers, steps=steps)
         for document, read in zip(batch, reads, strict=True):
             counts = document_store(document=document, read=read, actor=actor, reason=reason)
             self._add(totals, counts)

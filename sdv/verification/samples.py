@@ -38,7 +38,8 @@ class Layout:
     flag_column: bool = True
     range_parentheses: bool = False
     leading: float = 1.7  # line pitch / font size
-    columns: tuple[float, ...] = (0.0, 2.6, 3.7, 4.8, 6.3)  # inches from the left margin: name, value, unit, range, flag
+    # inches from the left margin: name, value, unit, range, flag
+    columns: tuple[float, ...] = (0.0, 2.6, 3.7, 4.8, 6.3)
 
 
 def layout_random(rng: random.Random) -> Layout:
@@ -174,9 +175,9 @@ def _pdf_text(text: str) -> str:
 
 def lab_report_pdf_text(lines: list[LabLine], *, subject_id: str, visit: str, collected: str) -> bytes:
     """A one-page A4 PDF whose lines are a real text layer (Helvetica), as a lab system exports it."""
+    heading = f"Subject: {subject_id}   Visit: {visit}   Collected: {collected}"
     commands = ["BT /F1 14 Tf 50 790 Td (CENTRAL LABORATORY REPORT) Tj ET",
-                f"BT /F1 10 Tf 50 760 Td ({_pdf_text(f'Subject: {subject_id}   Visit: {visit}   Collected: {collected}')})"
-                " Tj ET"]
+                f"BT /F1 10 Tf 50 760 Td ({_pdf_text(heading)}) Tj ET"]
     columns = (50, 230, 300, 380, 500)
     y = 720
     for column, head in zip(columns, ("Test", "Result", "Units", "Reference range", "Flag"), strict=True):

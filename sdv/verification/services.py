@@ -128,7 +128,8 @@ def _edc_values(document: SourceDocument) -> list[tuple[DataPoint, matching.EdcV
     """The EDC values a document is checked against: its visit's; for a subject-level document,
     the subject's values of the items recorded once for the subject (a second visit's would be
     ambiguous)."""
-    points = DataPoint.objects.filter(subject_id=document.subject_id).select_related("item", "form", "visit__definition")
+    points = DataPoint.objects.filter(subject_id=document.subject_id).select_related("item", "form",
+                                                                                   "visit__definition")
     if document.visit_id:
         points = points.filter(visit_id=document.visit_id)
     points = list(points.order_by("item_id", "visit_id", "repeat_key"))

@@ -32,8 +32,10 @@ _ALIASES = {
     "ukat/l": "ukat/L", "k/ul": "10^3/uL", "thou/ul": "10^3/uL", "x10e3/ul": "10^3/uL",
     "m/ul": "10^6/uL", "mill/ul": "10^6/uL", "/ul": "1/uL", "cells/ul": "1/uL", "/mm3": "1/uL", "cells/mm3": "1/uL",
     "%": "%", "percent": "%", "pct": "%", "l/l": "L/L", "fraction": "L/L", "meq/l": "mEq/L",
-    "fl": "fL", "um3": "fL", "pg": "pg", "mmhg": "mmHg", "bpm": "beats/min", "beats/min": "beats/min", "/min": "beats/min",
-    "gi/l": "10^9/L", "giga/l": "10^9/L", "tera/l": "10^12/L", "kg": "kg", "cm": "cm", "°c": "degC", "c": "degC", "degc": "degC",
+    "fl": "fL", "um3": "fL", "pg": "pg", "mmhg": "mmHg", "bpm": "beats/min", "beats/min": "beats/min",
+    "/min": "beats/min",
+    "gi/l": "10^9/L", "giga/l": "10^9/L", "tera/l": "10^12/L",
+    "kg": "kg", "cm": "cm", "°c": "degC", "c": "degC", "degc": "degC",
 }
 # Giga and tera per litre are written G/L and T/L (capitals) in French and German reports; g/L is grams.
 _CASED = {"G/L": "10^9/L", "T/L": "10^12/L", "Giga/L": "10^9/L", "Tera/L": "10^12/L"}

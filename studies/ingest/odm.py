@@ -715,7 +715,8 @@ _CODE_ALIASES = (("LBTESTCD", "CDISC LBTESTCD"), ("SDTM LBTESTCD", "CDISC LBTEST
 
 def _item_code(item, q) -> dict:
     """The item's standard code from an ODM Alias (LBTESTCD or LOINC), if it has one."""
-    aliases = {(a.get("Context") or "").strip().upper(): (a.get("Name") or "").strip() for a in item.findall(q("Alias"))}
+    aliases = {(a.get("Context") or "").strip().upper(): (a.get("Name") or "").strip()
+               for a in item.findall(q("Alias"))}
     for context, system in _CODE_ALIASES:
         if aliases.get(context):
             return {"code": aliases[context][:64], "code_system": system}

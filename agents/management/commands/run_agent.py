@@ -27,7 +27,8 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=None,
                             help="seconds to wait (default: the steps' time limits plus a minute)")
 
-    def handle(self, *args, name: str, study: int | None, config: str, timeout: float | None, snapshot: str | None = None,
+    def handle(self, *args, name: str, study: int | None, config: str, timeout: float | None,
+               snapshot: str | None = None,
                **options):
         try:
             get_agent(name)

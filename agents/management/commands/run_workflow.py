@@ -26,7 +26,8 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=None,
                             help="seconds to wait (default: the steps' time limits plus a minute)")
 
-    def handle(self, *args, name: str, study: int | None, workflow_version: int | None, timeout: float | None, **options):
+    def handle(self, *args, name: str, study: int | None, workflow_version: int | None, timeout: float | None,
+               **options):
         try:
             workflows_sync()
             workflow_definition(name)  # fail before starting a worker for nothing

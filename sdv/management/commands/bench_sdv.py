@@ -51,7 +51,16 @@ from sdv.verification.agent import DataVerificationAgent
 from sdv.verification.services import ocr_workers
 from sdv.verification.units import conversion_factor, number_parse, rounded, values_compare
 from studies.audit import set_audit
-from studies.models import DataPoint, FormDefinition, ItemDefinition, Site, Study, Subject, SubjectVisit, VisitDefinition
+from studies.models import (
+    DataPoint,
+    FormDefinition,
+    ItemDefinition,
+    Site,
+    Study,
+    Subject,
+    SubjectVisit,
+    VisitDefinition,
+)
 
 REASON = "bench_sdv (rolled back)"
 # code, EDC label, EDC unit, EDC decimals, page options: (printed units, decimals, low, high, reference range)
@@ -196,7 +205,7 @@ def page_specs(seed: int, pages: int, error_rate: float) -> list[PageSpec]:
                     expected.error, expected.edc = kind_of_error, wrong
             spec.lines.append(samples.LabLine(_synonym(rng, code), page_text, unit, reference, flag))
             spec.expected.append(expected)
-        for code, _, edc_unit, edc_places, options in absent:
+        for code, _, _, edc_places, options in absent:
             units, places, low, high, _ = options[0]
             value = _format(Decimal(str(rng.uniform(low, high))), edc_places)
             spec.expected.append(Expected(page=number, code=code, printed=False, edc=value))
@@ -269,7 +278,8 @@ class Command(BaseCommand):
             # code, a LOINC alias, or only a label.
             how = order % 3
             item = ItemDefinition(study=study, form=form, order=order, units=unit,
-                                  data_type=ItemDefinition.DataType.FLOAT if places else ItemDefinition.DataType.INTEGER,
+                                  data_type=ItemDefinition.DataType.FLOAT if places
+                                  else ItemDefinition.DataType.INTEGER,
                                   oid=f"LB.{code}" if how == 0 else f"I.LAB{order:02d}", label=label,
                                   code=analytes.loinc_of(code) if how == 1 else "",
                                   code_system="http://loinc.org" if how == 1 else "")
@@ -415,7 +425,8 @@ class Command(BaseCommand):
                 lines.append(f"  page {expected.page} ({spec.kind}, {spec.degradation.describe()}) {expected.code}: "
                              f"EDC {expected.edc}{f' ({expected.error} error)' if expected.error else ''}, "
                              f"page {expected.source} -> {verdict}"
-                             f"{f' [{v.source_name!r} {v.source_value!r} {v.source_unit!r}: {v.explanation}]' if v else ''}")
+                             + (f" [{v.source_name!r} {v.source_value!r} {v.source_unit!r}: {v.explanation}]"
+                                if v else ""))
         precision = tp / (tp + fp) if tp + fp else 1.0
         recall = tp / (tp + fn) if tp + fn else 1.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0

@@ -231,7 +231,9 @@ class Command(BaseCommand):
                 _queries(main, seed, users)
                 _corrections(main, seed)  # after the queries: the site corrects once asked
                 _deviations(main, seed, users)
+                sources = _source_documents(main, seed)
         self._report(main, small, *([realistic] if realistic else []))
+        self.stdout.write(f"Source documents: {sources}")
 
     def _report(self, *studies):
         for study in studies:
@@ -248,6 +250,12 @@ class Command(BaseCommand):
             f"WARNING: every demo account has the password {settings.DEMO_PASSWORD!r}. "
             "For a local demo only: never seed a system that holds real data."
         ))
+
+
+def _source_documents(study, seed) -> dict:
+    from sdv.demo import demo_source_documents  # noqa: PLC0415 (sdv depends on studies, not the reverse)
+
+    return demo_source_documents(study=study, actor=seed)
 
 
 # --- users and access --------------------------------------------------------------------------
