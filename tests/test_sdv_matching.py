@@ -186,3 +186,17 @@ def test_an_illegible_unit_is_tried_in_every_unit_of_the_analyte():
     wrong = matching.EdcValue(data_point_id=1, item_id=1, item_label="Hemoglobin", value="153", unit="g/L",
                               analyte="HGB")
     assert matching.verdict_for(wrong, matching.rows_with_analytes([row]), review_below=60).verdict == "discrepancy"
+
+
+def test_how_second_readings_weigh():
+    # a weak second reading does not contradict a confident first one
+    assert _verdict([_row("7.4", second="744", second_confidence=7)], value="7.5").verdict == "discrepancy"
+    # a second reading that is no number leaves the first uncorroborated (64 x 0.8 < 60: for review)
+    assert _verdict([_row("77", range_="", confidence=64, second="Ta", second_confidence=16)],
+                    value="7.7").verdict == "needs_review"
+    # both readings lost the point, exactly one placement fits the range: as sure as the readings
+    restored = _verdict([_row("73", range_="4.0 - 10.0", second="73", second_confidence=90, name="K")], value="7.9")
+    assert restored.verdict == "discrepancy" and "decimal point restored (7.3)" in restored.explanation
+    # a second reading with its flag glued on still counts ("8.6H")
+    assert _verdict([_row("86", range_="3.5 - 5.1", flag="H", confidence=26, second="5.4H",
+                          second_confidence=90)]).verdict == "verified"

@@ -77,23 +77,39 @@ def _variants(name: str) -> list[str]:
     out += [part.strip() for part in re.split(r"[/,]", bare) if part.strip()]
     normal = [name_normalise(v) for v in out if v]
     normal += [_SPECIMEN.sub("", v).strip() for v in normal]
+    # OCR debris after a name ("Gesamteiweif&R"): a last token of one or two characters dropped
+    normal += [v.rsplit(" ", 1)[0] for v in normal if " " in v and len(v.rsplit(" ", 1)[1]) <= 2]
     return [v for v in dict.fromkeys(normal) if v]
 
 
 # Characters OCR confuses in names (a fax's "l" read as "t", "Ca++" as "Cat+"): one swap at a time,
 # and the result must still be a name of the table exactly.
-_CONFUSIONS = (("t", "l"), ("l", "t"), ("t", "+"), ("1", "l"), ("l", "1"), ("0", "o"), ("rn", "m"), ("ii", "u"),
-               ("c", "e"), ("e", "c"), ("i", "l"))
+_CONFUSIONS = (("t", "l"), ("l", "t"), ("t", "+"), ("t+", "+"), ("1", "l"), ("l", "1"), ("0", "o"), ("rn", "m"),
+               ("ii", "u"), ("c", "e"), ("e", "c"), ("e", "o"), ("o", "e"), ("i", "l"), ("l", "i"), ("a", "o"))
 
 
 def _confused(variant: str) -> list[str]:
-    out = []
+    """One confusable swap, or one character too many (a speck read as a letter: "Ccl-")."""
+    out = [variant[:i] + variant[i + 1:] for i in range(len(variant))] if len(variant) >= 3 else []
     for wrong, right in _CONFUSIONS:
         start = variant.find(wrong)
         while start != -1:
             out.append(variant[:start] + right + variant[start + len(wrong):])
             start = variant.find(wrong, start + 1)
     return out
+
+
+def _fuzzy(table: Synonyms, normal: str) -> NameMatch | None:
+    letters = len(normal.replace(" ", ""))
+    if letters < FUZZY_MIN_LENGTH:
+        return None
+    cutoff = FUZZY_CUTOFF if letters > 7 else 85
+    near = process.extract(normal, table.names, scorer=fuzz.ratio, limit=8, score_cutoff=cutoff - FUZZY_MARGIN)
+    if not near or near[0][1] < cutoff:
+        return None
+    best, code = near[0], table.by_name[near[0][0]]
+    rival = max((score for name, score, _ in near if table.by_name[name] != code), default=0)
+    return NameMatch(code, float(best[1]), f"fuzzy ({best[0]!r})") if best[1] - rival >= FUZZY_MARGIN else None
 
 
 def printed_analyte(name: str, unit: str = "") -> NameMatch | None:
@@ -111,16 +127,10 @@ def printed_analyte(name: str, unit: str = "") -> NameMatch | None:
             if len(hits) == 1:
                 found = NameMatch(hits.pop(), 95.0, "one character OCR confuses")
     if found is None:
-        normal = name_normalise(name)
-        letters = len(normal.replace(" ", ""))
-        if letters >= FUZZY_MIN_LENGTH:
-            cutoff = FUZZY_CUTOFF if letters > 7 else 85
-            near = process.extract(normal, table.names, scorer=fuzz.ratio, limit=8, score_cutoff=cutoff - FUZZY_MARGIN)
-            if near and near[0][1] >= cutoff:
-                best, code = near[0], table.by_name[near[0][0]]
-                rival = max((score for name, score, _ in near if table.by_name[name] != code), default=0)
-                if best[1] - rival >= FUZZY_MARGIN:
-                    found = NameMatch(code, float(best[1]), f"fuzzy ({best[0]!r})")
+        for normal in [name_normalise(name), *variants]:
+            found = _fuzzy(table, normal)
+            if found:
+                break
     if found and unit.strip() == "%" and found.code in PERCENT_TWINS:
         found = NameMatch(PERCENT_TWINS[found.code], found.score, found.how + ", in %")
     return found

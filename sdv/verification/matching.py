@@ -166,16 +166,42 @@ def _rows_for(value: EdcValue, rows: list[PageRow]) -> list[PageRow]:
             and fuzz.ratio(analytes.name_normalise(r.name), label) >= LABEL_CUTOFF]
 
 
+_LEADING_NUMBER = re.compile(r"^([<>]=?)?\d+(?:[.,]\d+)?|^[.,]\d+")
+
+
+def _second(text: str) -> str:
+    """The number a second reading starts with ("8.6H" read with its flag, "63." with a speck)."""
+    match = _LEADING_NUMBER.match((text or "").strip())
+    return match.group(0) if match else ""
+
+
+WEAK = 30.0  # a reading this unsure does not contradict a confident one
+UNCORROBORATED = 0.8  # the confidence kept by a reading whose second reading is no number at all
+
+
 def _readings(row: PageRow) -> list[tuple[str, float]]:
-    """The readings of a row's value that are numbers: the page's, and the second one if it differs."""
-    out = [(row.value, row.confidence)] if number_parse(row.value) else []
-    if row.second and number_parse(row.second):
-        first = number_parse(row.value)
-        if first is None or number_parse(row.second).value != first.value:
-            out.append((row.second, row.second_confidence))
-        else:  # two readings of the same value: each confirms the other
-            out = [(row.value, max(row.confidence, row.second_confidence))]
-    return out
+    """The readings of a row's value that are numbers: the page's, and the second one if it
+    differs (a weak one only while the other is weak too). A second reading that is no number
+    leaves the first uncorroborated: it keeps UNCORROBORATED of its confidence."""
+    first = number_parse(row.value)
+    out = [(row.value, row.confidence)] if first else []
+    second_text = _second(row.second)
+    second = number_parse(second_text) if second_text else None
+    if second is None:
+        if out and row.second.strip():
+            out = [(row.value, row.confidence * UNCORROBORATED)]
+        return out
+    if first is not None and second.value == first.value:  # two readings of the same value confirm each other
+        return [(row.value, max(row.confidence, row.second_confidence))]
+    if first is not None and row.second_confidence < WEAK <= row.confidence:
+        return out
+    if first is not None and row.confidence < WEAK <= row.second_confidence:
+        return [(second_text, row.second_confidence)]
+    return out + [(second_text, row.second_confidence)]
+
+
+def _digits(text: str) -> str:
+    return re.sub(r"\D", "", text or "")
 
 
 def _judge(value: EdcValue, row: PageRow) -> tuple[int, str, bool | None, str, float, str]:
@@ -195,6 +221,11 @@ def _judge(value: EdcValue, row: PageRow) -> tuple[int, str, bool | None, str, f
         # Both readings say the same once checked against the row's range: they confirm each other.
         first, second = checked
         checked = [[first[0], max(first[4], second[4]), first[2] or second[2], first[3], first[4]]]
+    elif len(checked) == 1 and checked[0][2] and row.second and _digits(row.second) == _digits(row.value) \
+            and "restored" in checked[0][2]:
+        # Two readings agree on every digit and exactly one placement of the point fits the
+        # printed range: the point was lost twice, the value is no less certain.
+        checked[0][1] = checked[0][4]
     results = []
     for page_value, confidence, note, text, _ in checked:
         # An illegible unit: the value differs only if it differs in every unit the analyte is reported in.

@@ -81,9 +81,26 @@ def _quantity(unit: str):
         return None
 
 
+@functools.cache
+def lab_units() -> frozenset[str]:
+    """Every unit labs report in, normalised: the spellings above, the conversions table, and the
+    units of the QueryAnalyzer's analyte table."""
+    from queries.checks.lab_limits import ANALYTES  # noqa: PLC0415 (a table, loaded when needed)
+
+    units = {unit_normalise(u) for u in _ALIASES.values()} | set(_CASED.values())
+    for rows in _lab_factors().values():
+        units |= {a for a, _, _ in rows}
+    for analyte in ANALYTES:
+        units |= {unit_normalise(analyte.unit)} | {unit_normalise(name) for name, _ in analyte.units}
+    units |= {"g/L", "g/dL", "mg/dL", "mg/L", "mmol/L", "umol/L", "nmol/L", "pmol/L", "ng/mL", "pg/mL", "ug/L",
+              "mL/min", "s", "sec", "mm/h", "ratio", "cm", "kg", "degC", "mmHg", "beats/min", "%"}
+    return frozenset(u for u in units if u)
+
+
 def unit_known(unit: str) -> bool:
-    """Whether a (normalised) unit is a unit at all, whatever it converts to."""
-    return _quantity(unit) is not None or unit == "mEq/L"
+    """Whether a (normalised) unit is one labs report in (OCR garbage such as "g/t" or "107" is
+    not, although a unit parser would read a gram per tonne or a number)."""
+    return unit in lab_units()
 
 
 @functools.cache
