@@ -105,6 +105,8 @@ class SourceDocumentViewSet(InScopeLookup, mixins.CreateModelMixin, viewsets.Rea
     parser_classes = [MultiPartParser, FormParser]
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # the schema generator has no user
+            return SourceDocument.objects.none()
         return source_document_list(user=self.request.user).order_by("-uploaded_at", "-pk")
 
     @extend_schema(request={"multipart/form-data": SourceDocumentUploadSerializer},
@@ -190,15 +192,16 @@ class SourceVerificationFilter(FilterSet):
 
 
 class ConfirmSerializer(serializers.Serializer):
-    verdict = serializers.ChoiceField(choices=[(v, v) for v in CONFIRMABLE], required=False,
-                                      help_text="Another verdict than the agent's overrides it (a reason required)")
+    verdict = serializers.ChoiceField(choices=SourceVerification.Verdict.choices, required=False,
+                                      help_text=f"One of {', '.join(CONFIRMABLE)}; another verdict than the "
+                                                "agent's overrides it (a reason required)")
     reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
 
 
 class ManualSerializer(serializers.Serializer):
     data_point = serializers.IntegerField(min_value=1, max_value=MAX_ID)
-    verdict = serializers.ChoiceField(choices=[("verified", "verified"), ("discrepancy", "discrepancy")],
-                                      default="verified")
+    verdict = serializers.ChoiceField(choices=SourceVerification.Verdict.choices, default="verified",
+                                      help_text="verified or discrepancy")
     reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
 
 
@@ -216,6 +219,8 @@ class SourceVerificationViewSet(InScopeLookup, viewsets.ReadOnlyModelViewSet):
     filterset_class = SourceVerificationFilter
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return SourceVerification.objects.none()
         return source_verification_list(user=self.request.user).order_by("subject__subject_id", "visit_id",
                                                                          "item__order", "item_id", "id")
 

@@ -130,9 +130,12 @@ def test_rows_are_laid_out_from_word_boxes():
              + _line(200, (50, "Total bilirubin"), (400, "12.3"), (560, "umol/L"), (700, "3.4 - 20.5"))
              + _line(240, (50, "K+"), (400, "5.4"), (460, "H"), (560, "mmol/L"), (700, "(3.5-5.1)"))
              + _line(280, (50, "Cholesterol"), (400, "5.9H"), (560, "mmol/L"), (700, "< 5.2"))
-             + _line(320, (50, "Albumin"), (400, "A5"), (560, "g/L"), (700, "35 - 50")))
+             + _line(320, (50, "Albumin"), (400, "A5"), (560, "g/L"), (700, "35 - 50"))
+             + _line(360, (50, "Aspartate aminotransferase46"), (560, "U/L"), (700, "0 - 40")))
     rows = {r.name: r for r in layout.page_rows(words)}
-    assert set(rows) == {"Total bilirubin", "K+", "Cholesterol", "Albumin"}  # title and header are no rows
+    # title and header are no rows; a name glued to its result is split again
+    assert set(rows) == {"Total bilirubin", "K+", "Cholesterol", "Albumin", "Aspartate aminotransferase"}
+    assert rows["Aspartate aminotransferase"].value == "46"
     assert (rows["Total bilirubin"].value, rows["Total bilirubin"].unit, rows["Total bilirubin"].range) == (
         "12.3", "umol/L", "3.4 - 20.5")
     assert (rows["K+"].value, rows["K+"].flag, rows["K+"].range) == ("5.4", "H", "(3.5-5.1)")
@@ -170,10 +173,9 @@ def test_a_lost_decimal_point_is_not_a_discrepancy():
     assert _verdict([_row("44")], value="4.4").verdict == "verified"
     # a second reading that agrees with the restored value confirms it: a discrepancy again
     assert _verdict([_row("44", second="4.4", second_confidence=90)], value="4.5").verdict == "discrepancy"
-    # two readings that disagree, one of them uncertain, make it doubtful; both confident and both
-    # different from the EDC: a discrepancy whichever is right
+    # two readings that disagree make it doubtful, however confident each
     assert _verdict([_row("5.4", second="5.1", second_confidence=40)], value="4.5").verdict == "needs_review"
-    assert _verdict([_row("5.4", second="5.1", second_confidence=90)], value="4.5").verdict == "discrepancy"
+    assert _verdict([_row("5.4", second="5.1", second_confidence=90)], value="4.5").verdict == "needs_review"
     # either reading matching the EDC verifies it
     assert _verdict([_row("5.1", second="5.4", second_confidence=90)]).verdict == "verified"
 
@@ -200,3 +202,27 @@ def test_how_second_readings_weigh():
     # a second reading with its flag glued on still counts ("8.6H")
     assert _verdict([_row("86", range_="3.5 - 5.1", flag="H", confidence=26, second="5.4H",
                           second_confidence=90)]).verdict == "verified"
+
+
+def test_a_unit_that_makes_the_value_impossible_is_read_as_the_possible_one():
+    # 7.6 beside "g/L" for total protein (possible 20-160 g/L): the lab printed g/dL, 7.6 g/dL = 76 g/L
+    protein = matching.EdcValue(data_point_id=1, item_id=1, item_label="Total protein", value="76", unit="g/L",
+                                analyte="PROT")
+    row = _row("7.6", unit="g/L", range_="6.4 - 8.3", name="Total protein")
+    verdict = matching.verdict_for(protein, matching.rows_with_analytes([row]), review_below=60)
+    assert verdict.verdict == "verified" and "not possible for Total protein: read as g/dL" in verdict.explanation
+    # a planted decimal slip (EDC 7.6 for 76) against a page read correctly stays a discrepancy
+    slipped = matching.EdcValue(data_point_id=1, item_id=1, item_label="Total protein", value="7.6", unit="g/L",
+                                analyte="PROT")
+    page = _row("7.6", unit="g/dL", range_="6.4 - 8.3", name="Total protein")
+    assert matching.verdict_for(slipped, matching.rows_with_analytes([page]), review_below=60).verdict == \
+        "discrepancy"
+
+
+def test_a_restored_decimal_point_is_judged_in_the_unit_printed():
+    # "35" beside 3.5-5.0 g/dL: the point was lost (3.5 g/dL), not the unit (35 g/dL is impossible,
+    # but 3.5 g/dL is the reading once checked against its own row)
+    albumin = matching.EdcValue(data_point_id=1, item_id=1, item_label="Albumin", value="35", unit="g/L",
+                                analyte="ALB")
+    row = _row("35", unit="g/dL", range_="3.5-5.0", name="Alb", second="3.5", second_confidence=90)
+    assert matching.verdict_for(albumin, matching.rows_with_analytes([row]), review_below=60).verdict == "verified"

@@ -146,7 +146,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # One name for the marking-group choices, whether a field is called recipient or recipient_role
-    "ENUM_NAME_OVERRIDES": {"RecipientEnum": "queries.models.Query.Recipient"},
+    "ENUM_NAME_OVERRIDES": {"RecipientEnum": "queries.models.Query.Recipient",
+                            "SourceVerdictEnum": "sdv.models.SourceVerification.Verdict"},
 }
 
 # --- Audit -------------------------------------------------------------------------------------

@@ -89,6 +89,7 @@ class DataVerificationAgent(Agent):
                   "queries_linked": 0}
         steps = config["steps"] if "steps" in config else ocr.DEFAULT_STEPS
         reads = documents_read(batch, workers=workers, steps=steps)
+        totals["read_seconds"] = round(time.monotonic() - started, 2)
         for document, read in zip(batch, reads, strict=True):
             counts = document_store(document=document, read=read, actor=actor, reason=reason)
             self._add(totals, counts)

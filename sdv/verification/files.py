@@ -7,9 +7,11 @@ are refused (a password-protected source is not readable, and one encrypted with
 password still hides its permissions), malformed ones too. Every check runs at upload, so what
 is stored can be read.
 
-Pages: a PDF page with a text layer gives its words and boxes directly (pdfplumber); one without
-is rendered (pypdfium2) for OCR; PNG, JPEG and (multi-page) TIFF pages are decoded by Pillow.
-Boxes are in pixels of the page rendered at `dpi`, whatever the source, so crops are cut alike.
+Pages: a PDF page with a text layer gives its words and boxes directly (pdfplumber); a scanned
+one (a single image covering the page) gives its image as embedded, any other is rendered
+(pypdfium2) for OCR; PNG, JPEG and (multi-page) TIFF pages are decoded by Pillow. Boxes are in
+pixels of the page image at the resolution recorded with the page (SourcePage.dpi), so crops are
+cut from the same image.
 """
 
 import threading
@@ -192,25 +194,58 @@ def _pdf_pages(path: Path, *, dpi: int) -> Iterator[PageSource]:
             if len(words) >= TEXT_LAYER_MIN_WORDS:
                 yield PageSource(number, width, height, dpi, words=words)
             else:
-                yield PageSource(number, width, height, dpi, image=pdf_page_render(path, number, dpi=dpi))
+                image, page_dpi = pdf_page_image(path, number, dpi=dpi)
+                yield PageSource(number, image.width, image.height, page_dpi, image=image)
 
 
-def pdf_page_render(path: Path, number: int, *, dpi: int) -> Image.Image:
-    """Page `number` (1-based) as a grayscale image at `dpi`."""
+def _scanned_image(page):
+    """The page's one image when the page is a scan (a single upright image covering it), else None."""
+    objects = list(page.get_objects(max_depth=1))
+    if len(objects) != 1 or objects[0].type != pdfium.raw.FPDF_PAGEOBJ_IMAGE:
+        return None
+    image = objects[0]
+    left, bottom, right, top = image.get_bounds()
+    width, height = page.get_size()
+    a, b, c, d, _, _ = image.get_matrix().get()
+    upright = a > 0 and d > 0 and abs(b) < 1e-6 and abs(c) < 1e-6
+    covers = (right - left) >= 0.95 * width and (top - bottom) >= 0.95 * height
+    return image if upright and covers else None
+
+
+def pdf_page_image(path: Path, number: int, *, dpi: int) -> tuple[Image.Image, int]:
+    """Page `number` (1-based) as a grayscale image, with its resolution: a scanned page's own
+    image as embedded (decoded, not re-rendered: faster, and the scanner's resolution), any other
+    page rendered at `dpi`."""
     with _PDFIUM:
         document = pdfium.PdfDocument(str(path))
         try:
             page = document[number - 1]
-            bitmap = page.render(scale=dpi / 72, grayscale=True)
-            return bitmap.to_pil().convert("L")
+            scanned = _scanned_image(page)
+            if scanned is not None:
+                pixel_width, _ = scanned.get_px_size()
+                bitmap = scanned.get_bitmap(render=False)
+                return bitmap.to_pil().convert("L"), max(1, round(pixel_width / (page.get_size()[0] / 72)))
+            return page.render(scale=dpi / 72, grayscale=True).to_pil().convert("L"), dpi
+        finally:
+            document.close()
+
+
+def pdf_page_render(path: Path, number: int, *, dpi: int) -> Image.Image:
+    """Page `number` (1-based) rendered as a grayscale image at `dpi`."""
+    with _PDFIUM:
+        document = pdfium.PdfDocument(str(path))
+        try:
+            return document[number - 1].render(scale=dpi / 72, grayscale=True).to_pil().convert("L")
         finally:
             document.close()
 
 
 def page_image(path: Path, content_type: str, number: int, *, dpi: int, max_pixels: int) -> Image.Image:
-    """One page as an image (what a crop is cut from), however it was read."""
+    """One page as an image (what a crop is cut from) at the resolution it was read at: a PDF
+    page with a text layer rendered at `dpi`, a scanned one as embedded."""
     if content_type == PDF:
-        return pdf_page_render(path, number, dpi=dpi)
+        image, page_dpi = pdf_page_image(path, number, dpi=dpi)
+        return image if page_dpi == dpi else pdf_page_render(path, number, dpi=dpi)
     with pixel_limit(max_pixels), Image.open(path) as image:
         image.seek(number - 1)
         return _grayscale(image)

@@ -71,6 +71,25 @@ def lines_of(words: list) -> list[list]:
     return [sorted(line, key=lambda w: w[2]) for line in lines]
 
 
+_NAME_AND_NUMBER = re.compile(r"^([A-Za-z]{4,})(\d+(?:[.,]\d+)?)$")
+
+
+def _split_glued_names(line: list) -> list:
+    """"aminotransferase46": a name and its result read as one word (the gap was lost): two words,
+    the box split in proportion. Short letter runs stay whole (B12, A1c, Ca2+)."""
+    out = []
+    for word in line:
+        match = _NAME_AND_NUMBER.match(word[0])
+        if not match:
+            out.append(word)
+            continue
+        name, number = match.groups()
+        x0, x1 = word[2], word[4]
+        cut = x0 + round((x1 - x0) * len(name) / len(word[0]))
+        out += [(name, word[1], x0, word[3], cut, word[5]), (number, word[1], cut, word[3], x1, word[5])]
+    return out
+
+
 def _merge_split_decimals(line: list) -> list:
     """"13" ".5" read as two words (a speck split them) are one number again."""
     out = []
@@ -119,7 +138,7 @@ def _unit_like(token: str) -> bool:
 
 def row_of(line: list) -> Row | None:
     """The lab row a line holds, or None."""
-    line = _merge_split_decimals(line)
+    line = _merge_split_decimals(_split_glued_names(line))
     tokens = [w[0] for w in line]
     for index, word in enumerate(line):
         if index == 0:

@@ -200,6 +200,27 @@ def _readings(row: PageRow) -> list[tuple[str, float]]:
     return out + [(second_text, row.second_confidence)]
 
 
+def _physiological_unit(text: str, unit: str, candidates: list[str], analyte: str | None) -> tuple[str, str]:
+    """The unit read, unless the value is physiologically impossible in it and possible in
+    exactly one other unit of the analyte: then that one (a misread unit: 7.6 beside "g/L" where
+    the lab printed g/dL). The page's values are true values, so they are possible in their unit."""
+    known = lab_limits.analyte_for(None, analyte) if analyte else None
+    number = number_parse(text)
+    if known is None or number is None or not unit:
+        return unit, ""
+
+    def possible(candidate: str) -> bool | None:
+        si = lab_limits.to_si(float(number.value), candidate, known)
+        return None if si is None else known.low <= si <= known.high
+
+    if possible(unit) is not False:
+        return unit, ""
+    others = [c for c in candidates if c != unit and possible(c)]
+    if len(others) != 1:
+        return unit, ""
+    return others[0], f"{text} {unit} is not possible for {known.name}: read as {others[0]}"
+
+
 def _digits(text: str) -> str:
     return re.sub(r"\D", "", text or "")
 
@@ -226,6 +247,8 @@ def _judge(value: EdcValue, row: PageRow) -> tuple[int, str, bool | None, str, f
         # Two readings agree on every digit and exactly one placement of the point fits the
         # printed range: the point was lost twice, the value is no less certain.
         checked[0][1] = checked[0][4]
+    # The unit judged on the value as checked against its row (a restored decimal point first).
+    unit, unit_note = _physiological_unit(checked[0][0], unit, candidates, value.analyte)
     results = []
     for page_value, confidence, note, text, _ in checked:
         # An illegible unit: the value differs only if it differs in every unit the analyte is reported in.
@@ -235,7 +258,7 @@ def _judge(value: EdcValue, row: PageRow) -> tuple[int, str, bool | None, str, f
                                         analyte=value.analyte)
             if comparison.matches:
                 break
-        notes = [comparison.explanation, note]
+        notes = [comparison.explanation, note, unit_note]
         if illegible_unit:
             notes.append(f"the unit on the page ('{row.unit}') is not legible"
                          + ("" if comparison.matches else f"; no unit of {', '.join(candidates)} makes it match"))
@@ -248,8 +271,8 @@ def _judge(value: EdcValue, row: PageRow) -> tuple[int, str, bool | None, str, f
             note = f"{note} (second reading)"
         return 0, tried, True, note, confidence, text
     matches, note, confidence, text, _ = results[0]
-    if len(results) > 1:
-        confidence = min(r[2] for r in results)
+    if len(results) > 1:  # two readings that differ from each other: neither is sure
+        confidence = min(DOUBTFUL, *(r[2] for r in results))
         note = f"{note}; two readings differ ({', '.join(r[3] for r in results)})"
     return (1 if matches is False else 2), unit, matches, note, confidence, text
 

@@ -32,6 +32,7 @@ TESSERACT_CONFIG = "--psm 6 -c tessedit_do_invert=0"
 SKEW_LIMIT = 6.0  # degrees searched either way
 SKEW_MIN = 0.3  # degrees below which a page is left as it is
 NOISE_STD = 12.0  # background standard deviation (grey levels) above which a page is denoised
+SIDEWAYS_RATIO = 1.3  # across / along sharpness from which a page is turned a quarter
 DOUBTFUL_CONFIDENCE = 45  # mean word confidence below which a page is tried upside down
 SCALE_MIN_TEXT = 30  # pixels of text line height from which halving keeps it tall enough for tesseract
 
@@ -42,7 +43,8 @@ class OcrUnavailable(RuntimeError):
 
 @dataclass
 class Prepared:
-    image: Image.Image
+    image: Image.Image  # the grey page at OCR scale, turned and deskewed (the second readings are cut from it)
+    size: tuple[int, int] = (0, 0)  # the page image the boxes are in: full resolution, turned and deskewed
     rotation: int = 0  # quarter turns applied, degrees counter-clockwise
     skew: float = 0.0  # degrees counter-clockwise applied after the rotation
     scale: float = 1.0  # the OCR image's size / the page's size
@@ -126,20 +128,20 @@ def prepare(image: Image.Image, *, steps=DEFAULT_STEPS) -> Prepared:
         small = np.ascontiguousarray(np.rot90(small))
         done.rotation = 90
         done.steps.append("orientation")
-    if "deskew" in steps:
-        angle = skew_of(small)
-        if abs(angle) >= SKEW_MIN:
-            # The shear that straightens the lines is the rotation that does (small angles).
-            gray = gray.rotate(-angle, resample=Image.Resampling.BILINEAR, fillcolor=255)
-            small = np.asarray(Image.fromarray(small).rotate(-angle, resample=Image.Resampling.BILINEAR, fillcolor=255))
-            done.skew = -angle
-            done.steps.append("deskew")
-    done.image = gray  # the page image the boxes are in (a crop is cut from it)
-    ocr_image = gray
+    done.size = gray.size  # rotate() below keeps the size: the boxes' page is as large as this
+    angle = skew_of(small) if "deskew" in steps else 0.0
+    if abs(angle) >= SKEW_MIN:
+        small = np.asarray(Image.fromarray(small).rotate(-angle, resample=Image.Resampling.BILINEAR, fillcolor=255))
     if "scale" in steps and text_height(small, factor) >= SCALE_MIN_TEXT:
-        ocr_image = ocr_image.reduce(2)
+        gray = gray.reduce(2)  # halved first: rotating a quarter of the pixels costs a quarter
         done.scale = 0.5
         done.steps.append("scale")
+    if abs(angle) >= SKEW_MIN:
+        # The shear that straightens the lines is the rotation that does (small angles).
+        gray = gray.rotate(-angle, resample=Image.Resampling.BILINEAR, fillcolor=255)
+        done.skew = -angle
+        done.steps.append("deskew")
+    done.image = ocr_image = gray
     if noisy:
         ocr_image = ocr_image.filter(ImageFilter.BoxBlur(1))
         done.steps.append("denoise")
@@ -162,14 +164,23 @@ def prepare(image: Image.Image, *, steps=DEFAULT_STEPS) -> Prepared:
     return done
 
 
-def _is_sideways(small: np.ndarray) -> bool:
-    """Text lines run top to bottom: the profile is much sharper across than along."""
+def _sharpest(ys: np.ndarray, xs: np.ndarray) -> float:
+    return max(_profile_score(ys, xs, angle) for angle in np.arange(-SKEW_LIMIT, SKEW_LIMIT + 1e-9, 1.0))
+
+
+def orientation_scores(small: np.ndarray) -> tuple[float, float]:
+    """(along, across): how sharply the ink falls into lines read as the page stands, and turned
+    a quarter, each at its best angle within the skew limit (a skewed sideways page too)."""
     ys, xs = _dark_pixels(small)
     if len(ys) < 50:
-        return False
-    along = _profile_score(ys, xs, 0.0)
-    across = _profile_score(xs + small.shape[1] / 2, ys - small.shape[0] / 2, 0.0)
-    return across > 1.5 * along
+        return 0.0, 0.0
+    return _sharpest(ys, xs), _sharpest(xs + small.shape[1] / 2, ys - small.shape[0] / 2)
+
+
+def _is_sideways(small: np.ndarray) -> bool:
+    """Text lines run top to bottom: the profile is much sharper across than along."""
+    along, across = orientation_scores(small)
+    return across > SIDEWAYS_RATIO * along
 
 
 # --- Tesseract --------------------------------------------------------------------------------------
@@ -203,7 +214,8 @@ def tesseract_words(image: Image.Image, *, dpi: int, config: str = TESSERACT_CON
 
 
 def page_ocr(image: Image.Image, *, dpi: int, steps=DEFAULT_STEPS) -> tuple[Prepared, list[Word]]:
-    """Clean the page up and read it; the words' boxes are in `prepared.image` (rotated, deskewed).
+    """Clean the page up and read it; the words' boxes are in the full-resolution page, turned and
+    deskewed (`prepared.size`).
     A page read with low confidence throughout is read again upside down (a sideways page may
     have been turned the wrong way, and profiles cannot tell up from down); the better reading wins."""
     prepared = prepare(image, steps=steps)
@@ -244,27 +256,43 @@ def transformed(image: Image.Image, *, rotation: int, skew: float) -> Image.Imag
 
 # --- A second reading of the values ------------------------------------------------------------------
 SECOND_SCALE = 2
+STRIP_MAX_HEIGHT = 30_000
 
 
-def values_reread(page: Image.Image, boxes: list[tuple[int, int, int, int]], *, dpi: int,
-                  noisy: bool = False) -> list[tuple[str, float]]:
-    """Each value read again, from the grey page (before binarisation, which can erase a decimal
-    point), cropped around its box and enlarged: the crops stacked into one strip, one tesseract
-    call per page. Two readings that agree confirm each other; readings that differ make the
-    value doubtful (sdv.verification.matching). Returns (text, confidence) per box ("" if none)."""
-    if not boxes:
-        return []
+def value_crops(page: Image.Image, boxes: list[tuple[int, int, int, int]], *, noisy: bool = False,
+                scale: float = 1.0) -> list[Image.Image]:
+    """Each value's box cut from the grey page (before binarisation, which can erase a decimal
+    point) with a margin, enlarged to twice the page's full resolution (smoothed if the page is
+    grainy): what `crops_read` reads a second time."""
     crops = []
-    for x0, y0, x1, y1 in boxes:
+    enlarge = SECOND_SCALE / scale
+    for box in boxes:
+        x0, y0, x1, y1 = (round(v * scale) for v in box)
         height = max(1, y1 - y0)
         pad_x, pad_y = round(0.6 * height), round(0.35 * height)
         crop = page.crop((max(0, x0 - pad_x), max(0, y0 - pad_y), min(page.width, x1 + pad_x),
                           min(page.height, y1 + pad_y)))
-        crop = crop.resize((crop.width * SECOND_SCALE, crop.height * SECOND_SCALE), Image.Resampling.BICUBIC)
+        crop = crop.resize((max(1, round(crop.width * enlarge)), max(1, round(crop.height * enlarge))),
+                           Image.Resampling.BICUBIC)
         if noisy:  # grain enlarged is grain still: smoothed at the larger size, where strokes are thick
             crop = crop.filter(ImageFilter.GaussianBlur(SECOND_SCALE))
         crops.append(ImageOps.autocontrast(crop, cutoff=1))
+    return crops
+
+
+def crops_read(crops: list[Image.Image], *, dpi: int) -> list[tuple[str, float]]:
+    """The second reading of values: the crops (of any pages) stacked into one strip, one
+    tesseract call for all (most of a call on a few words is tesseract starting). Two readings
+    that agree confirm each other; readings that differ make the value doubtful
+    (sdv.verification.matching). Returns (text, confidence) per crop ("" if none)."""
+    if not crops:
+        return []
     gap = max(c.height for c in crops)
+    # tesseract reads images of at most 32767 pixels a side: a long list is read in several strips
+    per_strip = max(1, STRIP_MAX_HEIGHT // (max(c.height for c in crops) + gap))
+    if len(crops) > per_strip:
+        return [r for start in range(0, len(crops), per_strip)
+                for r in crops_read(crops[start:start + per_strip], dpi=dpi)]
     strip = Image.new("L", (max(c.width for c in crops) + 2 * gap, sum(c.height + gap for c in crops) + gap), 255)
     spans, y = [], gap
     for crop in crops:
@@ -277,3 +305,9 @@ def values_reread(page: Image.Image, boxes: list[tuple[int, int, int, int]], *, 
         inside = sorted((w for w in words if top <= (w.box[1] + w.box[3]) / 2 <= bottom), key=lambda w: w.box[0])
         out.append(("".join(w.text for w in inside), min((w.confidence for w in inside), default=0.0)))
     return out
+
+
+def values_reread(page: Image.Image, boxes: list[tuple[int, int, int, int]], *, dpi: int,
+                  noisy: bool = False, scale: float = 1.0) -> list[tuple[str, float]]:
+    """The values of one page read a second time (value_crops, then crops_read)."""
+    return crops_read(value_crops(page, boxes, noisy=noisy, scale=scale), dpi=dpi)

@@ -23,6 +23,7 @@ from queries.models import Query
 from sdv.documents import document_path
 from sdv.models import SourceDocument, SourcePage, SourceVerification
 from sdv.verification import analytes, files, layout, matching, ocr
+from sdv.verification.units import number_parse
 from studies.audit import set_audit
 from studies.models import DataPoint
 from studies.selectors import user_can
@@ -51,6 +52,7 @@ class PageRead:
     steps: list = field(default_factory=list)
     words: list = field(default_factory=list)  # [[text, confidence, x0, y0, x1, y1]]
     rows: list = field(default_factory=list)  # layout.Row.as_json()
+    crops: list = field(default_factory=list, repr=False)  # (row index, image) waiting for a second reading
 
     @property
     def mean_confidence(self) -> float | None:
@@ -65,19 +67,52 @@ class DocumentRead:
     seconds: float = 0.0
 
 
+REREAD_BELOW = 90  # a value read with less confidence than this (or doubtful otherwise) is read again
+
+
+def _needs_second_reading(row) -> bool:
+    if row.confidence < REREAD_BELOW or number_parse(row.value) is None:
+        return True
+    checked = matching.reading_checked(matching.PageRow(page=0, name=row.name, value=row.value, unit=row.unit,
+                                                        confidence=row.confidence, value_box=[], box=[], text="",
+                                                        range=row.range, flag=row.flag))
+    if checked[2]:
+        return True  # its own row contradicts it (a lost decimal point)
+    number, bounds = number_parse(row.value), matching.reference_bounds(row.range)
+    # far outside its range, flagged or not: a flag does not tell a lost point from a high value
+    return bool(number and bounds and (number.value > 3 * bounds[1] or number.value * 3 < bounds[0]))
+
+
 def _ocr_page(image, number: int, dpi: int, steps) -> PageRead:
     prepared, words = ocr.page_ocr(image, dpi=dpi, steps=steps)
     flat = [[w.text, round(w.confidence, 1), *w.box] for w in words]
     rows = layout.page_rows(flat)
-    if "reread" in steps:
-        again = ocr.values_reread(prepared.image, [r.value_box for r in rows], dpi=dpi,
-                                  noisy="denoise" in prepared.steps)
-        for row, (text, confidence) in zip(rows, again, strict=True):
-            row.second, row.second_confidence = text, round(confidence, 1)
-    return PageRead(number=number, width=prepared.image.width, height=prepared.image.height, dpi=dpi,
+    doubtful = [i for i, row in enumerate(rows) if _needs_second_reading(row)] if "reread" in steps else []
+    width, height = prepared.size
+    read = PageRead(number=number, width=width, height=height, dpi=dpi,
                     text_source=SourceDocument.TextSource.OCR, rotation=prepared.rotation, skew=prepared.skew,
-                    steps=prepared.steps + (["reread"] if "reread" in steps else []), words=flat,
+                    steps=prepared.steps + ([f"reread {len(doubtful)}"] if doubtful else []), words=flat,
                     rows=[r.as_json() for r in rows])
+    # Cut now (the page image goes when this returns), read later with every other page's in one call.
+    read.crops = list(zip(doubtful, ocr.value_crops(prepared.image, [rows[i].value_box for i in doubtful],
+                                                    noisy="denoise" in prepared.steps, scale=prepared.scale),
+                          strict=True))
+    return read
+
+
+def _second_readings(pages: list[PageRead], pool: ThreadPoolExecutor, workers: int) -> None:
+    """Read every page's doubtful values a second time: all crops in `workers` strips at once."""
+    pending = [(page, index, crop) for page in pages for index, crop in getattr(page, "crops", [])]
+    if not pending:
+        return
+    size = -(-len(pending) // workers)
+    chunks = [pending[i:i + size] for i in range(0, len(pending), size)]
+    results = pool.map(lambda chunk: ocr.crops_read([c for _, _, c in chunk], dpi=300), chunks)
+    for chunk, readings in zip(chunks, results, strict=True):
+        for (page, index, _), (text, confidence) in zip(chunk, readings, strict=True):
+            page.rows[index]["second"], page.rows[index]["second_confidence"] = text, round(confidence, 1)
+    for page in pages:
+        page.crops = []
 
 
 def documents_read(documents: list[SourceDocument], *, workers: int | None = None,
@@ -118,6 +153,7 @@ def documents_read(documents: list[SourceDocument], *, workers: int | None = Non
                 raise
             except (OSError, ValueError, RuntimeError) as error:
                 results[document_id].error = f"{type(error).__name__}: {error}"
+        _second_readings([page for read in results.values() for page in read.pages], pool, workers)
     for read in results.values():
         read.pages.sort(key=lambda p: p.number)
     return [results[d.pk] for d in documents]

@@ -15,8 +15,8 @@ The documents are uploaded through the product's upload service, the agent reads
 `run`, as a worker runs it, using every core), and its verdicts are scored: a discrepancy verdict
 on a planted error is a true positive, on a clean value a false positive; a planted error with
 any other verdict is a false negative. `verified_share` is the share of clean values verified.
-Then tesseract alone reads the same rasterised pages (the files as stored; PDF pages rendered at
-the agent's resolution) with the agent's own tesseract configuration, on as many processes at
+Then tesseract alone reads the same rasterised pages (the image files as stored; PDF pages as the
+agent rasterises them, saved as PNG) with the agent's own tesseract configuration, on as many processes at
 once as the agent: `time_ratio` is the agent's time over tesseract's. `--ablation` also runs the
 agent without each clean-up step in turn.
 
@@ -355,17 +355,18 @@ class Command(BaseCommand):
         return result, lines
 
     def _rasterised(self, documents: list[SourceDocument]) -> list[tuple[str, int]]:
-        """The pages tesseract alone reads: each image file as stored, each PDF page rendered as the agent does."""
+        """The pages tesseract alone reads: each image file as stored, each PDF page as the agent
+        rasterises it (a scan's embedded image, else rendered at SDV_RENDER_DPI), saved as PNG."""
         out, folder = [], Path(settings.MEDIA_ROOT) / "rasterised"
         folder.mkdir(parents=True, exist_ok=True)
         for document in documents:
             path = document_path(document)
             if document.content_type == files.PDF:
                 for number in range(1, document.page_count + 1):
-                    image = files.pdf_page_render(path, number, dpi=settings.SDV_RENDER_DPI)
+                    image, dpi = files.pdf_page_image(path, number, dpi=settings.SDV_RENDER_DPI)
                     target = folder / f"{document.pk}-{number}.png"
                     image.save(target)
-                    out.append((str(target), settings.SDV_RENDER_DPI))
+                    out.append((str(target), dpi))
             else:
                 out.append((str(path), 300))
         return out
