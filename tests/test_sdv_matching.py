@@ -131,11 +131,15 @@ def test_rows_are_laid_out_from_word_boxes():
              + _line(240, (50, "K+"), (400, "5.4"), (460, "H"), (560, "mmol/L"), (700, "(3.5-5.1)"))
              + _line(280, (50, "Cholesterol"), (400, "5.9H"), (560, "mmol/L"), (700, "< 5.2"))
              + _line(320, (50, "Albumin"), (400, "A5"), (560, "g/L"), (700, "35 - 50"))
-             + _line(360, (50, "Aspartate aminotransferase46"), (560, "U/L"), (700, "0 - 40")))
+             + _line(360, (50, "Aspartate aminotransferase46"), (560, "U/L"), (700, "0 - 40"))
+             + _line(400, (50, "Neutrophils"), (400, "4.1"), (560, "10 *9/L"), (700, "2.0 - 7.5")))
     rows = {r.name: r for r in layout.page_rows(words)}
     # title and header are no rows; a name glued to its result is split again
-    assert set(rows) == {"Total bilirubin", "K+", "Cholesterol", "Albumin", "Aspartate aminotransferase"}
+    assert set(rows) == {"Total bilirubin", "K+", "Cholesterol", "Albumin", "Aspartate aminotransferase",
+                         "Neutrophils"}
     assert rows["Aspartate aminotransferase"].value == "46"
+    # "10 *9/L" is a unit: a row's result, never its value
+    assert (rows["Neutrophils"].value, rows["Neutrophils"].unit) == ("4.1", "10*9/L")
     assert (rows["Total bilirubin"].value, rows["Total bilirubin"].unit, rows["Total bilirubin"].range) == (
         "12.3", "umol/L", "3.4 - 20.5")
     assert (rows["K+"].value, rows["K+"].flag, rows["K+"].range) == ("5.4", "H", "(3.5-5.1)")
@@ -173,11 +177,21 @@ def test_a_lost_decimal_point_is_not_a_discrepancy():
     assert _verdict([_row("44")], value="4.4").verdict == "verified"
     # a second reading that agrees with the restored value confirms it: a discrepancy again
     assert _verdict([_row("44", second="4.4", second_confidence=90)], value="4.5").verdict == "discrepancy"
-    # two readings that disagree make it doubtful, however confident each
-    assert _verdict([_row("5.4", second="5.1", second_confidence=40)], value="4.5").verdict == "needs_review"
-    assert _verdict([_row("5.4", second="5.1", second_confidence=90)], value="4.5").verdict == "needs_review"
-    # either reading matching the EDC verifies it
-    assert _verdict([_row("5.1", second="5.4", second_confidence=90)]).verdict == "verified"
+    # two readings that disagree, both agreeing with their row, make it doubtful however confident each
+    assert _verdict([_row("5.4", range_="3.5 - 6.0", second="5.1", second_confidence=40)],
+                    value="4.5").verdict == "needs_review"
+    assert _verdict([_row("5.4", range_="3.5 - 6.0", second="5.1", second_confidence=90)],
+                    value="4.5").verdict == "needs_review"
+    # either reading matching the EDC verifies it, unless its own row contradicts it and not the other
+    assert _verdict([_row("5.1", flag="H", second="5.4", second_confidence=90)]).verdict == "verified"
+    assert _verdict([_row("5.4", range_="3.5 - 6.0", second="5.1", second_confidence=90)],
+                    value="5.1").verdict == "verified"
+    # "45" (a lost point) beside 3.4-20.5 unflagged, read again as 4.5: the EDC's shifted 45.0 is no match
+    bili = matching.EdcValue(data_point_id=1, item_id=1, item_label="Bilirubin", value="45.0", unit="umol/L",
+                             analyte="BILI")
+    lost = _row("45", unit="umol/L", range_="3.4 - 20.5", second="4.5", second_confidence=90,
+                name="Total bilirubin")
+    assert matching.verdict_for(bili, matching.rows_with_analytes([lost]), review_below=60).verdict == "discrepancy"
 
 
 def test_an_illegible_unit_is_tried_in_every_unit_of_the_analyte():
@@ -204,19 +218,32 @@ def test_how_second_readings_weigh():
                           second_confidence=90)]).verdict == "verified"
 
 
-def test_a_unit_that_makes_the_value_impossible_is_read_as_the_possible_one():
-    # 7.6 beside "g/L" for total protein (possible 20-160 g/L): the lab printed g/dL, 7.6 g/dL = 76 g/L
+def test_a_value_impossible_in_its_unit_is_never_a_discrepancy():
+    # 7.6 beside "g/L" for total protein (possible: 20-160 g/L): misread; it matches as 7.6 g/dL = 76 g/L
     protein = matching.EdcValue(data_point_id=1, item_id=1, item_label="Total protein", value="76", unit="g/L",
                                 analyte="PROT")
     row = _row("7.6", unit="g/L", range_="6.4 - 8.3", name="Total protein")
-    verdict = matching.verdict_for(protein, matching.rows_with_analytes([row]), review_below=60)
-    assert verdict.verdict == "verified" and "not possible for Total protein: read as g/dL" in verdict.explanation
+    assert matching.verdict_for(protein, matching.rows_with_analytes([row]), review_below=60).verdict == "verified"
+    # 43 mmol/L of potassium (a lost point), against an EDC 4.5: for review, not a query
+    assert _verdict([_row("43", range_="35-51")], value="4.5").verdict == "needs_review"
     # a planted decimal slip (EDC 7.6 for 76) against a page read correctly stays a discrepancy
     slipped = matching.EdcValue(data_point_id=1, item_id=1, item_label="Total protein", value="7.6", unit="g/L",
                                 analyte="PROT")
     page = _row("7.6", unit="g/dL", range_="6.4 - 8.3", name="Total protein")
     assert matching.verdict_for(slipped, matching.rows_with_analytes([page]), review_below=60).verdict == \
         "discrepancy"
+
+
+def test_of_two_readings_the_one_its_row_agrees_with_wins():
+    # 8.63 or 0.63 beside "< 1.70", unflagged: 0.63
+    trig = matching.EdcValue(data_point_id=1, item_id=1, item_label="Triglycerides", value="0.36", unit="mmol/L",
+                             analyte="TRIG")
+    row = _row("8.63", range_="<1.70", second="0.63", second_confidence=85, name="TG")
+    verdict = matching.verdict_for(trig, matching.rows_with_analytes([row]), review_below=60)
+    assert verdict.verdict == "discrepancy" and "the one its row's range and flag agree with" in verdict.explanation
+    # neither agreeing with its row: the first, its point restored from the range (77 -> 7.7)
+    assert _verdict([_row("77", range_="2.0 - 7.5", second="1", second_confidence=85)], value="7.7").verdict == \
+        "verified"
 
 
 def test_a_restored_decimal_point_is_judged_in_the_unit_printed():

@@ -91,9 +91,15 @@ def _split_glued_names(line: list) -> list:
 
 
 def _merge_split_decimals(line: list) -> list:
-    """"13" ".5" read as two words (a speck split them) are one number again."""
+    """"13" ".5" read as two words (a speck split them) are one number again; "10" "*9/L" is a
+    unit read as two words (the power of ten is no result)."""
     out = []
     for word in line:
+        if out and out[-1][0] in ("10", "x10") and re.match(r"^[*^°º][0-9⁰-⁹]", word[0]):
+            previous = out.pop()
+            out.append((previous[0] + word[0], min(previous[1], word[1]), previous[2], min(previous[3], word[3]),
+                        word[4], max(previous[5], word[5])))
+            continue
         if out and re.fullmatch(r"[.,]\d+", word[0]) and re.fullmatch(r"\d+", out[-1][0]) \
                 and word[2] - out[-1][4] <= 0.4 * (word[5] - word[3]):
             previous = out.pop()
@@ -148,6 +154,8 @@ def row_of(line: list) -> Row | None:
         glued = _GLUED.match(word[0])
         if not glued or number_parse((glued.group(1) or "") + glued.group(2)) is None:
             continue
+        if re.match(r"^x?10[*^°º][0-9⁰-⁹]", word[0]):
+            continue  # a unit's power of ten ("10*9/L"), not a result
         if _starts_range(tokens, index):
             return _unreadable_row(line, index)
         name_words = line[:index]

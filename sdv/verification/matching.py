@@ -200,25 +200,32 @@ def _readings(row: PageRow) -> list[tuple[str, float]]:
     return out + [(second_text, row.second_confidence)]
 
 
-def _physiological_unit(text: str, unit: str, candidates: list[str], analyte: str | None) -> tuple[str, str]:
-    """The unit read, unless the value is physiologically impossible in it and possible in
-    exactly one other unit of the analyte: then that one (a misread unit: 7.6 beside "g/L" where
-    the lab printed g/dL). The page's values are true values, so they are possible in their unit."""
+def physiologically_possible(text: str, unit: str, analyte: str | None) -> bool | None:
+    """Whether a value can belong to a living participant in that unit (queries.checks.lab_limits);
+    None when the analyte or unit is not known there."""
     known = lab_limits.analyte_for(None, analyte) if analyte else None
     number = number_parse(text)
     if known is None or number is None or not unit:
-        return unit, ""
+        return None
+    si = lab_limits.to_si(float(number.value), unit, known)
+    return None if si is None else known.low <= si <= known.high
 
-    def possible(candidate: str) -> bool | None:
-        si = lab_limits.to_si(float(number.value), candidate, known)
-        return None if si is None else known.low <= si <= known.high
 
-    if possible(unit) is not False:
-        return unit, ""
-    others = [c for c in candidates if c != unit and possible(c)]
-    if len(others) != 1:
-        return unit, ""
-    return others[0], f"{text} {unit} is not possible for {known.name}: read as {others[0]}"
+def strictly_consistent(text: str, reference: str, flag: str) -> bool | None:
+    """Whether a reading agrees with the range and flag printed beside it: inside the range when
+    unflagged, above it when flagged high, below when low, and never an order of magnitude out."""
+    number, bounds = number_parse(text), reference_bounds(reference)
+    if number is None or bounds is None:
+        return None
+    low, high = bounds
+    value, flag = number.value, flag.strip("()[]").upper()
+    if value > high * GROSS or (low > 0 and value < low / GROSS):
+        return False
+    if flag in ("H", "HH", "HIGH", "↑"):
+        return value > high
+    if flag in ("L", "LL", "LOW", "↓"):
+        return value < low
+    return low <= value <= high
 
 
 def _digits(text: str) -> str:
@@ -247,8 +254,14 @@ def _judge(value: EdcValue, row: PageRow) -> tuple[int, str, bool | None, str, f
         # Two readings agree on every digit and exactly one placement of the point fits the
         # printed range: the point was lost twice, the value is no less certain.
         checked[0][1] = checked[0][4]
-    # The unit judged on the value as checked against its row (a restored decimal point first).
-    unit, unit_note = _physiological_unit(checked[0][0], unit, candidates, value.analyte)
+    # A value impossible in the unit read was misread (a lost point, a wrong unit): never a query,
+    # but it may still match the EDC in another unit of the analyte.
+    unit_note = ""
+    if physiologically_possible(checked[0][0], unit, value.analyte) is False:
+        unit_note = f"{checked[0][0]} {unit} is not possible for this analyte"
+        for c in checked:
+            c[1] = min(c[1], DOUBTFUL)
+        illegible_unit = True
     results = []
     for page_value, confidence, note, text, _ in checked:
         # An illegible unit: the value differs only if it differs in every unit the analyte is reported in.
@@ -264,6 +277,16 @@ def _judge(value: EdcValue, row: PageRow) -> tuple[int, str, bool | None, str, f
                          + ("" if comparison.matches else f"; no unit of {', '.join(candidates)} makes it match"))
         results.append((comparison.matches, "; ".join(n for n in notes if n), confidence, text,
                         tried if comparison.matches else unit))
+    if len(results) == 2:
+        # Two readings that differ: the one its own row agrees with (range and flag) wins when the
+        # other contradicts its row, whichever matches the EDC (a lost point must not verify a
+        # shifted one), with its own confidence.
+        fits = [strictly_consistent(c[0], row.range, row.flag) for c in checked]
+        if sorted(fits, key=str) == [False, True]:
+            matches, note, confidence, text, tried = results[fits.index(True)]
+            note = f"{note}; of two readings ({checked[0][3]}, {checked[1][3]}), the one its row's range and flag " \
+                   "agree with"
+            return (0 if matches else 1 if matches is False else 2), tried, matches, note, confidence, text
     matched = [r for r in results if r[0]]
     if matched:
         _, note, confidence, text, tried = max(matched, key=lambda r: r[2])

@@ -23,7 +23,7 @@ from queries.models import Query
 from sdv.documents import document_path
 from sdv.models import SourceDocument, SourcePage, SourceVerification
 from sdv.verification import analytes, files, layout, matching, ocr
-from sdv.verification.units import number_parse
+from sdv.verification.units import number_parse, unit_known, unit_normalise
 from studies.audit import set_audit
 from studies.models import DataPoint
 from studies.selectors import user_can
@@ -73,14 +73,19 @@ REREAD_BELOW = 90  # a value read with less confidence than this (or doubtful ot
 def _needs_second_reading(row) -> bool:
     if row.confidence < REREAD_BELOW or number_parse(row.value) is None:
         return True
+    if row.unit and not unit_known(unit_normalise(row.unit)):
+        return True  # a row whose unit did not read may have lost more
     checked = matching.reading_checked(matching.PageRow(page=0, name=row.name, value=row.value, unit=row.unit,
                                                         confidence=row.confidence, value_box=[], box=[], text="",
                                                         range=row.range, flag=row.flag))
     if checked[2]:
         return True  # its own row contradicts it (a lost decimal point)
     number, bounds = number_parse(row.value), matching.reference_bounds(row.range)
-    # far outside its range, flagged or not: a flag does not tell a lost point from a high value
-    return bool(number and bounds and (number.value > 3 * bounds[1] or number.value * 3 < bounds[0]))
+    # far outside its range, flagged or not (a flag does not tell a lost point from a high value),
+    # or outside it unflagged (labs flag what is out of range)
+    if number and bounds and (number.value > 3 * bounds[1] or number.value * 3 < bounds[0]):
+        return True
+    return matching.strictly_consistent(row.value, row.range, row.flag) is False
 
 
 def _ocr_page(image, number: int, dpi: int, steps) -> PageRead:
