@@ -15,6 +15,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DJANGO_SETTINGS_MODULE=config.settings.production \
     MEDIA_ROOT=/app/media
+# tesseract reads scanned source documents (the DataVerification agent, on the ocr queue).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system trialops \
     && useradd --system --gid trialops --home-dir /app --no-create-home --shell /usr/sbin/nologin trialops
 WORKDIR /app

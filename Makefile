@@ -24,7 +24,7 @@ DEMO_ENV := DJANGO_SETTINGS_MODULE=config.settings.local LOG_FORMAT=$${LOG_FORMA
 
 CLIENT := build/client/trialops_client
 
-.PHONY: help venv demo test worker beat lint migrate schema client clean distclean
+.PHONY: help venv ocr-deps demo test worker beat lint migrate schema client clean distclean
 
 help:
 	@echo "make demo     set up, seed the demo study and serve it at http://127.0.0.1:$(PORT)"
@@ -64,7 +64,23 @@ $(STAMP):
 	@rm -f $(VENV)/.requirements-*
 	@touch $@
 
-demo: venv
+# Debian packages of the DataVerification agent: tesseract (OCR of source documents) and the
+# DejaVu fonts the generated lab report pages are drawn in (bench_sdv, the demo, the tests).
+OCR_DEPS_MISSING = $(strip $(if $(shell command -v tesseract),,tesseract-ocr) \
+	$(if $(wildcard /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf),,fonts-dejavu-core))
+
+ocr-deps:
+	@if [ -n "$(OCR_DEPS_MISSING)" ]; then \
+		if [ "$(IS_ROOT)" = yes ] && command -v apt-get >/dev/null; then \
+			echo "Installing Debian's $(OCR_DEPS_MISSING) for source document OCR"; \
+			$(APT_GET) update -q && $(APT_GET) install -y -q $(OCR_DEPS_MISSING) \
+				|| echo "warning: could not install $(OCR_DEPS_MISSING): OCR tests will skip (or fail where required)"; \
+		else \
+			echo "note: $(OCR_DEPS_MISSING) missing and not root: OCR of source documents is unavailable"; \
+		fi; \
+	fi
+
+demo: venv ocr-deps
 	$(DEMO_ENV) $(BIN)/python manage.py migrate --noinput
 	$(DEMO_ENV) $(BIN)/python manage.py import_clindata data/demo/clindata
 	$(DEMO_ENV) $(BIN)/python manage.py seed_demo
@@ -81,7 +97,7 @@ demo: venv
 	@echo
 	$(DEMO_ENV) exec $(BIN)/python manage.py runserver 127.0.0.1:$(PORT) --noreload
 
-test: venv client
+test: venv ocr-deps client
 	@if [ ! -x /usr/bin/chromium ]; then \
 		if [ "$(IS_ROOT)" = yes ] && command -v apt-get >/dev/null; then \
 			echo "Installing Debian's chromium for the browser tests"; \

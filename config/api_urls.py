@@ -10,6 +10,7 @@ from deviations import api as deviations_api
 from queries.api import DiscrepancyViewSet, EditCheckViewSet, NotificationViewSet, QueryViewSet
 from queries.metrics_api import QueryMetricsView
 from sdv import api as sdv_api
+from sdv import documents_api
 from sdv.monitoring import api as monitoring_api
 from studies import api as studies_api
 from studies.auth_api import AuditedTokenObtainPairView, TokenRefreshView
@@ -46,6 +47,8 @@ router.register("site-risk", sdv_api.SiteRiskViewSet, basename="site-risk")
 router.register("sdv-plans", sdv_api.SdvPlanViewSet, basename="sdv-plan")
 router.register("kri-snapshots", sdv_api.KriSnapshotViewSet, basename="kri-snapshot")
 router.register("monitoring-visits", monitoring_api.MonitoringVisitViewSet, basename="monitoring-visit")
+router.register("source-documents", documents_api.SourceDocumentViewSet, basename="source-document")
+router.register("source-verifications", documents_api.SourceVerificationViewSet, basename="source-verification")
 
 urlpatterns = [
     path("v1/auth/token/", AuditedTokenObtainPairView.as_view(), name="token-obtain"),

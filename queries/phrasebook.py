@@ -26,7 +26,7 @@ CLOSING_OF = {
     "required": "missing", "range": "verify", "codelist": "verify", "date_order.after": "dates",
     "date_order.before": "dates", "date_window": "dates", "visit_window": "verify", "future_date": "verify",
     "consistency": "verify", "lab_plausibility": "lab", "duplicate.record": "duplicate", "duplicate.item": "duplicate",
-    "expression": "verify",
+    "expression": "verify", "source_verification": "lab",
     "category.missing": "missing", "category.range": "verify", "category.inconsistency": "verify",
     "category.visit_protocol": "verify", "category.safety": "verify", "category.duplicate": "duplicate",
     "category.other": "verify",
@@ -57,6 +57,8 @@ PHRASEBOOK = {
                                 "participant (same values for: {keys}).",
             "duplicate.item": "{item} ({where}) is recorded more than once at this visit (value: {observed}).",
             "expression": "{item} ({where}): the recorded values ({observed}) do not meet the study rule “{rule}”.",
+            "source_verification": "{item} ({where}): the recorded value {observed} does not match the source document "
+                                   "({expected}).",
             "category.missing": "{item} ({where}): no value is recorded.",
             "category.range": "{item} ({where}): the recorded value {observed} is outside the expected limits "
                               "({expected}).",
@@ -115,6 +117,8 @@ PHRASEBOOK = {
                               "(valeur : {observed}).",
             "expression": "« {item} » ({where}) : les valeurs saisies ({observed}) ne respectent pas la règle de "
                           "l'étude « {rule} ».",
+            "source_verification": "« {item} » ({where}) : la valeur saisie, {observed}, ne correspond pas au document "
+                                   "source ({expected}).",
             "category.missing": "« {item} » ({where}) : aucune valeur n'est saisie.",
             "category.range": "« {item} » ({where}) : la valeur saisie, {observed}, est en dehors des limites "
                               "attendues ({expected}).",
@@ -176,6 +180,8 @@ PHRASEBOOK = {
             "duplicate.item": "„{item}“ ({where}) ist bei dieser Visite mehrfach erfasst (Wert: {observed}).",
             "expression": "„{item}“ ({where}): Die eingetragenen Werte ({observed}) erfüllen die Studienregel "
                           "„{rule}“ nicht.",
+            "source_verification": "„{item}“ ({where}): Der eingetragene Wert {observed} stimmt nicht mit dem "
+                                   "Quelldokument überein ({expected}).",
             "category.missing": "„{item}“ ({where}): Es ist kein Wert eingetragen.",
             "category.range": "„{item}“ ({where}): Der eingetragene Wert {observed} liegt außerhalb der erwarteten "
                               "Grenzen ({expected}).",
@@ -238,6 +244,8 @@ PHRASEBOOK = {
                               "(valor: {observed}).",
             "expression": "«{item}» ({where}): los valores registrados ({observed}) no cumplen la regla del estudio "
                           "«{rule}».",
+            "source_verification": "«{item}» ({where}): el valor registrado, {observed}, no coincide con el documento "
+                                   "fuente ({expected}).",
             "category.missing": "«{item}» ({where}): no hay ningún valor registrado.",
             "category.range": "«{item}» ({where}): el valor registrado, {observed}, está fuera de los límites "
                               "esperados ({expected}).",
@@ -299,6 +307,8 @@ PHRASEBOOK = {
                               "(valore: {observed}).",
             "expression": "«{item}» ({where}): i valori registrati ({observed}) non rispettano la regola dello studio "
                           "«{rule}».",
+            "source_verification": "«{item}» ({where}): il valore registrato, {observed}, non corrisponde al documento "
+                                   "originale ({expected}).",
             "category.missing": "«{item}» ({where}): non è registrato alcun valore.",
             "category.range": "«{item}» ({where}): il valore registrato, {observed}, è al di fuori dei limiti previsti "
                               "({expected}).",
@@ -362,6 +372,8 @@ PHRASEBOOK = {
                               "(valor: {observed}).",
             "expression": "“{item}” ({where}): os valores registrados ({observed}) não cumprem a regra do estudo "
                           "“{rule}”.",
+            "source_verification": "“{item}” ({where}): o valor registrado, {observed}, não corresponde ao documento "
+                                   "fonte ({expected}).",
             "category.missing": "“{item}” ({where}): nenhum valor está registrado.",
             "category.range": "“{item}” ({where}): o valor registrado, {observed}, está fora dos limites esperados "
                               "({expected}).",
@@ -421,6 +433,8 @@ PHRASEBOOK = {
             "duplicate.item": "“{item}” ({where}) is bij dit bezoek meer dan eens ingevoerd (waarde: {observed}).",
             "expression": "“{item}” ({where}): de ingevoerde waarden ({observed}) voldoen niet aan de studieregel "
                           "“{rule}”.",
+            "source_verification": "“{item}” ({where}): de ingevoerde waarde {observed} komt niet overeen met het "
+                                   "brondocument ({expected}).",
             "category.missing": "“{item}” ({where}): er is geen waarde ingevoerd.",
             "category.range": "“{item}” ({where}): de ingevoerde waarde {observed} valt buiten de verwachte grenzen "
                               "({expected}).",
@@ -483,6 +497,8 @@ PHRASEBOOK = {
                               "(wartość: {observed}).",
             "expression": "„{item}” ({where}): wprowadzone wartości ({observed}) nie spełniają reguły badania "
                           "„{rule}”.",
+            "source_verification": "„{item}” ({where}): wprowadzona wartość {observed} nie zgadza się z dokumentem "
+                                   "źródłowym ({expected}).",
             "category.missing": "„{item}” ({where}): nie wprowadzono żadnej wartości.",
             "category.range": "„{item}” ({where}): wprowadzona wartość {observed} jest poza oczekiwanymi granicami "
                               "({expected}).",
@@ -541,6 +557,7 @@ PHRASEBOOK = {
                                 "ドと重複している可能性があります（{keys}が同一）。",
             "duplicate.item": "{where}の「{item}」が同一来院で複数回入力されています（値：{observed}）。",
             "expression": "{where}の「{item}」の入力値（{observed}）が試験のルール「{rule}」を満たしていません。",
+            "source_verification": "{where}の「{item}」の入力値{observed}が原資料（{expected}）と一致しません。",
             "category.missing": "{where}の「{item}」に値が入力されていません。",
             "category.range": "{where}の「{item}」の入力値（{observed}）が想定される範囲（{expected}）外です。",
             "category.inconsistency": "{where}の「{item}」の入力データ（{observed}"
@@ -589,6 +606,7 @@ PHRASEBOOK = {
             "duplicate.record": "“{item}”（{where}）：该记录似乎与同一受试者的另一条记录重复（以下字段相同：{keys}）。",
             "duplicate.item": "“{item}”（{where}）在本次访视中录入了多次（值：{observed}）。",
             "expression": "“{item}”（{where}）：录入值（{observed}）不符合研究规则“{rule}”。",
+            "source_verification": "“{item}”（{where}）：录入值{observed}与原始资料（{expected}）不一致。",
             "category.missing": "“{item}”（{where}）：未录入任何值。",
             "category.range": "“{item}”（{where}）：录入值 {observed} 超出预期界限（{expected}）。",
             "category.inconsistency": "“{item}”（{where}）：录入数据（{observed}）与相关数据（{expected}）不一致。",

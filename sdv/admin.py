@@ -1,14 +1,47 @@
 from django.contrib import admin
 
-from sdv.models import KriDefinition, RiskConfig, SdvPlan, SiteRiskAssessment, SourceDocument
+from sdv.models import (
+    KriDefinition,
+    RiskConfig,
+    SdvPlan,
+    SiteRiskAssessment,
+    SourceDocument,
+    SourcePage,
+    SourceVerification,
+)
 from studies.admin import AuditedAdmin
 
 
+class SourceReadOnlyAdmin(AuditedAdmin):
+    """Listed with their history; written only by the upload service, the agent and the CRA's
+    confirmations (which check access and record a reason), never edited here."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(SourceDocument)
-class SourceDocumentAdmin(AuditedAdmin):
-    list_display = ["id", "study", "site", "subject", "visit", "status", "uploaded_at"]
-    list_filter = ["study", "status"]
-    readonly_fields = ["sha256", "uploaded_by"]
+class SourceDocumentAdmin(SourceReadOnlyAdmin):
+    list_display = ["id", "study", "site", "subject", "visit", "content_type", "page_count", "status", "uploaded_at"]
+    list_filter = ["study", "status", "content_type"]
+
+
+@admin.register(SourcePage)
+class SourcePageAdmin(SourceReadOnlyAdmin):
+    study_path = "document__study"
+    list_display = ["document", "number", "text_source", "rotation", "skew", "mean_confidence", "agent_version"]
+
+
+@admin.register(SourceVerification)
+class SourceVerificationAdmin(SourceReadOnlyAdmin):
+    list_display = ["id", "subject", "visit", "item", "document", "verdict", "agent_verdict", "review", "verified_by"]
+    list_filter = ["study", "verdict", "review", "method"]
 
 
 class ReadOnlyAuditedAdmin(AuditedAdmin):

@@ -8,9 +8,11 @@ import datetime
 
 from django.utils import timezone
 
+from agents.events import event_publish
 from agents.identity import agent_user
 from agents.registry import Agent, register
 from agents.services import agent_config_get
+from sdv.models import SourceDocument
 from sdv.sdv_plan import sdv_plans_update
 from sdv.services import kri_snapshot_compute
 from studies.models import Site, Study
@@ -59,6 +61,8 @@ class RiskAssessmentAgent(Agent):
         if config.get("plan_sdv", True):  # every site: new tiers, and data entered since the last plan
             planned = sdv_plans_update(study=study, sites=Site.objects.filter(study=study).order_by("number"),
                                        actor=actor, reason=f"SDV plan from the KRI snapshot of {snapshot_date}")
+        if planned and SourceDocument.objects.filter(study=study).exists():  # source_verification follows it
+            event_publish(type="sdv.plan_updated", study_id=study.pk, payload={"sites": [p.site_id for p in planned]})
         tiers = {}
         for tier in snapshot.site_assessments.values_list("tier", flat=True):
             tiers[tier] = tiers.get(tier, 0) + 1
@@ -69,3 +73,6 @@ class RiskAssessmentAgent(Agent):
 
 # The MonitoringOrchestrator lives with the rest of the monitoring plan (sdv/monitoring).
 from sdv.monitoring.agent import MonitoringOrchestratorAgent  # noqa: E402, F401
+
+# DataVerification lives with the rest of source verification (sdv/verification/); importing it here registers it.
+from sdv.verification.agent import DataVerificationAgent  # noqa: E402, F401

@@ -5,7 +5,7 @@ scoped selectors: an out-of-scope row is simply not there (404)."""
 
 import django_filters
 from django.db.models import OuterRef, Subquery
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.exceptions import ValidationError as ApiValidationError
@@ -16,6 +16,7 @@ from config.api import ApiView, FilterSet, IntegerFilter
 from sdv import selectors
 from sdv.models import KriDefinition, KriResult, KriSnapshot, RiskConfig, SdvPlan, SiteRiskAssessment
 from sdv.services import EDITABLE, kri_definition_update, risk_config_get, risk_config_set
+from studies.models import DataPoint
 from studies.selectors import study_list
 
 
@@ -255,12 +256,28 @@ def _valid(serializer_class, data) -> dict:
     return serializer.validated_data
 
 
+class SdvProgressSerializer(serializers.Serializer):
+    planned = serializers.IntegerField()
+    verified = serializers.IntegerField()
+    discrepancy = serializers.IntegerField()
+    percent = serializers.IntegerField(allow_null=True)
+
+
 class SdvPlanSerializer(serializers.ModelSerializer):
     site_number = serializers.CharField(source="site.number")
+    progress = serializers.SerializerMethodField(help_text="Values verified at source of those planned")
 
     class Meta:
         model = SdvPlan
-        fields = ["id", "site", "site_number", "tier", "share", "first_subjects", "counts", "reason", "updated_at"]
+        fields = ["id", "site", "site_number", "tier", "share", "first_subjects", "counts", "reason", "updated_at",
+                  "progress"]
+
+    @extend_schema_field(SdvProgressSerializer)
+    def get_progress(self, plan) -> dict:
+        from sdv.verification.selectors import progress_totals, sdv_progress  # noqa: PLC0415
+
+        return progress_totals(sdv_progress(DataPoint.objects.filter(subject__site_id=plan.site_id),
+                                            by=["subject__site"]))
 
 
 class SdvPlanFilter(FilterSet):

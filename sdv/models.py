@@ -1,37 +1,56 @@
-"""Source documents for source data verification. Extraction and matching come later."""
+"""Source data verification (source documents, the pages read from them and the verdict on each
+EDC value) and risk-based monitoring (KRIs, site risk, SDV plans)."""
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
 from studies.audit import AuditedManager
-from studies.models import Site, Study, Subject, SubjectVisit
+from studies.models import DataPoint, ItemDefinition, Site, Study, Subject, SubjectVisit
 
 
 def source_document_path(instance, filename):
-    # Files live under an opaque per-study, per-site path; the name carries no subject identifier.
-    return f"source/{instance.study_id}/{instance.site_id}/{filename}"
+    # Content-addressed (sdv.documents.document_store names the file by its sha256): the name carries
+    # no subject identifier, and the same bytes are stored once whatever their documents.
+    return f"sources/{filename[:2]}/{filename}"
 
 
 class SourceDocument(models.Model):
+    """A source document (lab report, medical note, ECG printout) uploaded for one subject, at one
+    visit or for the subject as a whole. The file is stored under its sha256 outside the static
+    root and served only through a view that checks the reader may see the subject."""
+
     class Status(models.TextChoices):
-        UPLOADED = "uploaded", "Uploaded"
+        UPLOADED = "uploaded", "Uploaded, waiting for the agent"
         PROCESSING = "processing", "Processing"
-        EXTRACTED = "extracted", "Extracted"
-        VERIFIED = "verified", "Verified"
-        FAILED = "failed", "Failed"
+        EXTRACTED = "extracted", "Read by the agent"
+        VERIFIED = "verified", "Verified (every value reviewed)"
+        FAILED = "failed", "Could not be read"
+
+    class TextSource(models.TextChoices):
+        TEXT_LAYER = "text_layer", "PDF text layer"
+        OCR = "ocr", "OCR"
+        MIXED = "mixed", "Text layer and OCR"
 
     study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="source_documents")
     site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="source_documents")
     subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="source_documents")
     visit = models.ForeignKey(SubjectVisit, on_delete=models.PROTECT, related_name="source_documents",
                               null=True, blank=True)
-    file = models.FileField(upload_to=source_document_path)
-    content_type = models.CharField(max_length=100, blank=True)
+    file = models.FileField(upload_to=source_document_path, max_length=255)
+    original_name = models.CharField(max_length=255, blank=True, help_text="The uploaded file's name")
+    content_type = models.CharField(max_length=100, blank=True, help_text="From the file's magic bytes")
     sha256 = models.CharField(max_length=64, blank=True)
+    file_size = models.BigIntegerField(default=0)
+    page_count = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.UPLOADED)
+    error = models.TextField(blank=True, help_text="Why the document could not be read")
+    text_source = models.CharField(max_length=16, choices=TextSource.choices, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    agent_version = models.CharField(max_length=32, blank=True)
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
                                     related_name="+")
     uploaded_at = models.DateTimeField(auto_now_add=True)
@@ -41,6 +60,14 @@ class SourceDocument(models.Model):
 
     class Meta:
         ordering = ["-uploaded_at"]
+        constraints = [
+            # The same file twice for the same visit (or the same subject, without a visit) is one document.
+            models.UniqueConstraint(fields=["subject", "visit", "sha256"], condition=Q(visit__isnull=False),
+                                    name="source_document_once_per_visit"),
+            models.UniqueConstraint(fields=["subject", "sha256"], condition=Q(visit__isnull=True),
+                                    name="source_document_once_per_subject"),
+        ]
+        indexes = [models.Index(fields=["study", "status"])]
 
     def clean(self):
         if self.subject_id and self.site_id and self.subject.site_id != self.site_id:
@@ -50,6 +77,122 @@ class SourceDocument(models.Model):
 
     def __str__(self):
         return f"Source document {self.pk} ({self.get_status_display()})"
+
+
+class SourcePage(models.Model):
+    """One page as the DataVerification agent read it: every word with its box and confidence and
+    the lab rows laid out from them, with the transform that produced the page image the boxes are
+    in (rotation, deskew) so the crops a CRA sees are cut from exactly what was read. Audited: a
+    re-read replaces the page and keeps the earlier reading in the history (Part 11)."""
+
+    document = models.ForeignKey(SourceDocument, on_delete=models.PROTECT, related_name="pages")
+    number = models.PositiveIntegerField(help_text="1-based")
+    width = models.PositiveIntegerField(help_text="Pixels of the page image the boxes are in")
+    height = models.PositiveIntegerField()
+    dpi = models.PositiveIntegerField()
+    text_source = models.CharField(max_length=16, choices=SourceDocument.TextSource.choices)
+    rotation = models.SmallIntegerField(default=0, help_text="Quarter turns applied (degrees, counter-clockwise)")
+    skew = models.FloatField(default=0, help_text="Deskew applied (degrees, counter-clockwise)")
+    steps = models.JSONField(default=list, blank=True, help_text="Clean-up applied before OCR")
+    mean_confidence = models.FloatField(null=True, blank=True, help_text="Mean word confidence, 0-100")
+    words = models.JSONField(default=list, help_text="[[text, confidence 0-100, x0, y0, x1, y1], ...]")
+    rows = models.JSONField(default=list, help_text="Lab rows laid out from the words")
+    agent_version = models.CharField(max_length=32)
+    read_at = models.DateTimeField(default=timezone.now)
+
+    objects = AuditedManager()
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["document", "number"]
+        constraints = [models.UniqueConstraint(fields=["document", "number"], name="source_page_unique")]
+
+    def __str__(self):
+        return f"Page {self.number} of document {self.document_id}"
+
+
+class SourceVerification(models.Model):
+    """The verdict on one EDC value against one source document (the agent's, then the CRA's), or
+    a CRA's manual SDV against paper on site (no document). One current verdict per (document,
+    item): a re-read replaces it, and the history keeps every earlier one with who and why.
+
+    The EDC value and its version are copied at the verdict: a later change of the value makes
+    the verdict stale (shown), and the data point itself goes back to "to verify"."""
+
+    class Verdict(models.TextChoices):
+        VERIFIED = "verified", "Verified"
+        DISCREPANCY = "discrepancy", "Discrepancy"
+        NOT_FOUND = "not_found", "Not found"
+        NEEDS_REVIEW = "needs_review", "Needs review"
+
+    class Method(models.TextChoices):
+        DOCUMENT = "document", "Against an uploaded document"
+        MANUAL = "manual", "Manual SDV against paper on site"
+
+    class Review(models.TextChoices):
+        NONE = "", "Not reviewed"
+        CONFIRMED = "confirmed", "Confirmed"
+        OVERRIDDEN = "overridden", "Overridden"
+
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="source_verifications")
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="source_verifications")
+    subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="source_verifications")
+    visit = models.ForeignKey(SubjectVisit, on_delete=models.PROTECT, related_name="source_verifications")
+    item = models.ForeignKey(ItemDefinition, on_delete=models.PROTECT, related_name="source_verifications")
+    data_point = models.ForeignKey(DataPoint, on_delete=models.PROTECT, related_name="source_verifications")
+    document = models.ForeignKey(SourceDocument, on_delete=models.PROTECT, related_name="verifications",
+                                 null=True, blank=True)
+    method = models.CharField(max_length=16, choices=Method.choices, default=Method.DOCUMENT)
+    verdict = models.CharField(max_length=16, choices=Verdict.choices)
+    agent_verdict = models.CharField(max_length=16, choices=Verdict.choices, blank=True,
+                                     help_text="What the agent found; the verdict differs when a CRA overrode it")
+    edc_value = models.TextField(blank=True)
+    edc_unit = models.CharField(max_length=64, blank=True)
+    data_point_version = models.PositiveIntegerField(help_text="The version of the value the verdict is about")
+    source_value = models.CharField(max_length=64, blank=True)
+    source_unit = models.CharField(max_length=64, blank=True)
+    source_name = models.CharField(max_length=255, blank=True, help_text="The test name as printed")
+    source_text = models.TextField(blank=True, help_text="The whole row as read")
+    analyte = models.CharField(max_length=16, blank=True, help_text="CDISC LBTESTCD")
+    confidence = models.FloatField(null=True, blank=True, help_text="OCR confidence of the value, 0-1")
+    page = models.PositiveIntegerField(null=True, blank=True)
+    bbox = models.JSONField(null=True, blank=True, help_text="[x0, y0, x1, y1] of the value in the page image")
+    row_bbox = models.JSONField(null=True, blank=True, help_text="[x0, y0, x1, y1] of its row")
+    explanation = models.TextField(blank=True, help_text="How the verdict was reached (units, rounding)")
+    agent_version = models.CharField(max_length=32, blank=True)
+    review = models.CharField(max_length=16, choices=Review.choices, blank=True, default="")
+    reason = models.TextField(blank=True, help_text="The CRA's reason for an override or a manual SDV")
+    verified_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
+                                    related_name="+")
+    verified_at = models.DateTimeField(null=True, blank=True)
+    query = models.ForeignKey("queries.Query", on_delete=models.PROTECT, null=True, blank=True,
+                              related_name="source_verifications")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = AuditedManager()
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["visit", "item", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["document", "item"], condition=Q(document__isnull=False),
+                                    name="source_verification_one_per_document_item"),
+            models.UniqueConstraint(fields=["data_point"], condition=Q(document__isnull=True),
+                                    name="source_verification_one_manual_per_data_point"),
+            models.CheckConstraint(condition=Q(method="manual", document__isnull=True)
+                                   | Q(method="document", document__isnull=False),
+                                   name="source_verification_method_matches_document"),
+        ]
+        indexes = [models.Index(fields=["study", "verdict"]), models.Index(fields=["data_point"])]
+
+    @property
+    def stale(self) -> bool:
+        """The EDC value changed since the verdict (needs the data point loaded)."""
+        return self.data_point.version != self.data_point_version
+
+    def __str__(self):
+        return f"{self.get_verdict_display()}: {self.item_id} of document {self.document_id}"
 
 
 # --- Risk-based monitoring ------------------------------------------------------------------------

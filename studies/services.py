@@ -68,6 +68,16 @@ def data_point_create(
     return data_point
 
 
+def sdv_state_after_change(state: str) -> str:
+    """The SDV state of a value that has just changed: verified (or flagged) against a source that
+    no longer shows it, it is to verify again. The one rule every write path applies (this
+    service, the import writer behind file imports and EDC syncs); the data point's history row
+    of the change records it with the change's actor and reason."""
+    if state in (DataPoint.SdvState.VERIFIED, DataPoint.SdvState.DISCREPANCY):
+        return DataPoint.SdvState.TO_VERIFY
+    return state
+
+
 class StaleVersion(ValueError):
     """The value changed since the caller read it: applying the change would overwrite unseen work."""
 
@@ -95,8 +105,7 @@ def data_point_update(*, data_point: DataPoint, raw_value: str, actor, reason: s
     data_point.version += 1
     data_point.entered_by = getattr(actor, "username", "")
     data_point.entered_at = timezone.now()
-    if data_point.sdv_state in (DataPoint.SdvState.VERIFIED, DataPoint.SdvState.DISCREPANCY):
-        data_point.sdv_state = DataPoint.SdvState.TO_VERIFY
+    data_point.sdv_state = sdv_state_after_change(data_point.sdv_state)
     set_audit(data_point, actor=actor, reason=reason.strip())
     data_point.save()
     return data_point

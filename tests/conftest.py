@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,14 @@ def browser_page(monkeypatch):
             # calls made there opened their own connection: close it, or PostgreSQL refuses to drop
             # the test database ("being accessed by other users").
             connections.close_all()
+
+
+@pytest.fixture
+def media(settings, tmp_path):
+    """A MEDIA_ROOT of the test's own (source documents), so stored files can be counted and
+    nothing is left behind."""
+    root = tmp_path / "media"
+    root.mkdir()
+    settings.MEDIA_ROOT = root
+    yield root
+    shutil.rmtree(root, ignore_errors=True)

@@ -120,10 +120,12 @@ def test_steps_are_layered_into_stages_by_their_dependencies():
 
 def test_the_built_in_definitions_are_valid_and_their_schedules_are_known():
     # The ping canary hourly; edit checks and risk nightly (after the night's imports); SLA
-    # reminders hourly (a site's morning comes at a different hour everywhere); deviation review weekly
+    # reminders hourly (a site's morning comes at a different hour everywhere); deviation review weekly;
+    # source documents left over every ten minutes
     assert builtin_schedules() == [("data_review", {"cron": "30 2 * * *"}),
                                    ("deviation_review", {"cron": "0 3 * * 1"}), ("ping", {"every": 3600}),
-                                   ("query_sla", {"cron": "5 * * * *"}), ("risk_review", {"cron": "0 2 * * *"})]
+                                   ("query_sla", {"cron": "5 * * * *"}), ("risk_review", {"cron": "0 2 * * *"}),
+                                   ("source_verification", {"every": 600})]
 
 
 @pytest.mark.django_db

@@ -168,6 +168,7 @@ SPECTACULAR_SETTINGS = {
         "DeviationResolutionEnum": "deviations.models.Deviation.Resolution",
         "RootCauseEnum": "deviations.models.RootCause",
         "CapaStatusEnum": "deviations.models.Capa.Status",
+        "SourceVerdictEnum": "sdv.models.SourceVerification.Verdict",
     },
 }
 
@@ -346,3 +347,27 @@ CELERY_BEAT_SCHEDULE = {
     **CELERY_BEAT_SCHEDULE,
     "agents-steps-reclaim-expired": {"task": "agents.steps_reclaim_expired", "schedule": AGENT_STEP_SWEEP_SECONDS},
 }
+
+# --- Source data verification (sdv.documents, sdv.verification) ---------------------------------
+# Uploads: refused over these limits before anything is stored. Pillow refuses an image of more
+# pixels than SDV_MAX_IMAGE_PIXELS before decoding it (a decompression bomb), and a PDF page that
+# would render to more is refused the same way.
+SDV_UPLOAD_MAX_BYTES = env_int("SDV_UPLOAD_MAX_BYTES", 25 * 1024 * 1024, minimum=1024)
+SDV_UPLOAD_MAX_PAGES = env_int("SDV_UPLOAD_MAX_PAGES", 50, minimum=1)
+SDV_MAX_IMAGE_PIXELS = env_int("SDV_MAX_IMAGE_PIXELS", 60_000_000, minimum=1_000_000)
+# Pages without a text layer are rendered at this resolution for OCR (and for the crops).
+SDV_RENDER_DPI = env_int("SDV_RENDER_DPI", 200, minimum=72)
+# Below this OCR confidence (0-100) a value that differs from the EDC is "needs review", not a discrepancy.
+SDV_REVIEW_CONFIDENCE = env_int("SDV_REVIEW_CONFIDENCE", 60, minimum=0)
+# Pages read at once by a DataVerification run (one tesseract process each); 0: one per core.
+SDV_OCR_WORKERS = env_int("SDV_OCR_WORKERS", 0, minimum=0)
+TESSERACT_CMD = env_str("TESSERACT_CMD", "tesseract")
+# An upload starts the source_verification workflow (the test settings turn it off; tests that
+# check the wiring turn it back on).
+SDV_VERIFY_ON_UPLOAD = True
+# Source documents carry patient data: they must never be reachable as static files.
+for _static in (STATIC_ROOT, *STATICFILES_DIRS):
+    _static, _media = Path(_static).resolve(), MEDIA_ROOT.resolve()
+    if _media == _static or _static in _media.parents or _media in _static.parents:
+        raise ImproperlyConfigured(f"MEDIA_ROOT={MEDIA_ROOT} must not be inside, or contain, the static files at "
+                                   f"{_static}")

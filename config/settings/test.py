@@ -16,3 +16,6 @@ WHITENOISE_AUTOREFRESH = True
 # Imports do not start the built-in on_import workflows (data_review, risk_review) unless a test
 # asks for it: their runs would outlive the test that imported and meet the next one's database.
 BUILTIN_WORKFLOWS_ON_IMPORT = False
+
+# Uploading a source document does not start the source_verification workflow unless a test asks.
+SDV_VERIFY_ON_UPLOAD = False

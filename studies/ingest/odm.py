@@ -729,13 +729,29 @@ def _item_def(item, q, info: StudyInfo) -> dict:
         if value is not None:
             ranges["Soft" if check.get("SoftHard") == "Soft" else "Hard"][bound] = value
     chosen = ranges["Hard"] or ranges["Soft"]  # the hard (impossible-value) range is the one we keep
-    return {
+    coded = _item_code(item, q)
+    return {**coded,
         "label": (_translated(item.find(q("Question")), q) or item.get("Name", "") or item.get("OID", ""))[:255],
         "data_type": _DATA_TYPES.get((item.get("DataType") or "text").lower(), ItemDefinition.DataType.TEXT),
         "units": info.units.get(unit_ref.get("MeasurementUnitOID", ""), "")[:64] if unit_ref is not None else "",
         "codelist_oid": codelist_ref.get("CodeListOID", "") if codelist_ref is not None else "",
         "range_low": chosen.get("low"), "range_high": chosen.get("high"),
     }
+
+
+# Alias contexts that name a lab test by a standard code, the CDISC test code first (source verification
+# maps a lab item to its analyte by them).
+_CODE_ALIASES = (("LBTESTCD", "CDISC LBTESTCD"), ("SDTM LBTESTCD", "CDISC LBTESTCD"), ("LOINC", "http://loinc.org"))
+
+
+def _item_code(item, q) -> dict:
+    """The item's standard code from an ODM Alias (LBTESTCD or LOINC), if it has one."""
+    aliases = {(a.get("Context") or "").strip().upper(): (a.get("Name") or "").strip()
+               for a in item.findall(q("Alias"))}
+    for context, system in _CODE_ALIASES:
+        if aliases.get(context):
+            return {"code": aliases[context][:64], "code_system": system}
+    return {}
 
 
 class StudyFile:

@@ -20,7 +20,7 @@ from studies.audit import audited_bulk_create, audited_bulk_update, audited_copy
 from studies.ingest.base import ImportFailed, ImportRun
 from studies.ingest.copy import is_postgresql
 from studies.models import DataPoint, ItemDefinition
-from studies.services import typed_value
+from studies.services import sdv_state_after_change, typed_value
 
 # Attributes of a value that an import may change besides the value itself.
 _EXTRA = ("entered_by", "entered_at", "units", "normal_low", "normal_high", "abnormal_flag", "toxicity_grade",
@@ -291,7 +291,6 @@ class DataPointWriter:
             setattr(point, name, getattr(value, name))
         point.version += 1
         point.missing_in_source = False
-        if point.sdv_state in (DataPoint.SdvState.VERIFIED, DataPoint.SdvState.DISCREPANCY):
-            point.sdv_state = DataPoint.SdvState.TO_VERIFY
+        point.sdv_state = sdv_state_after_change(point.sdv_state)
         return point
 

@@ -3,6 +3,7 @@ progress bar, print a summary, and fail the command when the run failed or did n
 
 from collections.abc import Callable
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from agents.models import AgentRun, Status
@@ -10,13 +11,29 @@ from agents.worker import run_wait, worker_available
 from config.celery_app import app
 
 BAR_WIDTH = 30
+# Beyond the steps' own time limits: the worker taking the first task, the canvas between steps.
+WAIT_GRACE_SECONDS = 60
 
 
-def run_to_the_end(command: BaseCommand, start: Callable[[], AgentRun], *, timeout: float) -> AgentRun:
+def run_wait_seconds(run: AgentRun) -> float:
+    """How long a run may take: the sum of its steps' time limits (each step's own, else the
+    worker's CELERY_TASK_TIME_LIMIT), one after another as a single worker runs them, plus a grace.
+    An agent that bounds its own work to its time limit (DataVerification, however many pages are
+    queued) is therefore always waited for to the end."""
+    limits = [(step.policy or {}).get("time_limit") or settings.CELERY_TASK_TIME_LIMIT
+              for step in run.steps.filter(compensates=None)]
+    return float(sum(limits)) + WAIT_GRACE_SECONDS
+
+
+def run_to_the_end(command: BaseCommand, start: Callable[[], AgentRun], *, timeout: float | None) -> AgentRun:
+    """Start the run and wait for it: `timeout` seconds, or by default as long as its steps may take."""
     with worker_available(app) as workers:
         command.stdout.write(f"workers: {', '.join(workers)}")
         run = start()
-        command.stdout.write(f"run {run.pk}: {run.workflow} started ({run.steps_total} steps)")
+        if timeout is None:
+            timeout = run_wait_seconds(run)
+        command.stdout.write(f"run {run.pk}: {run.workflow} started ({run.steps_total} steps; waiting up to "
+                             f"{timeout:g}s)")
         run = run_wait(run_id=run.pk, timeout=timeout, on_progress=lambda r: command.stdout.write(progress_bar(r)))
     summary = f"run {run.pk}: {run.workflow} {run.status}, {run.steps_done}/{run.steps_total} steps"
     if run.status == Status.SUCCEEDED:

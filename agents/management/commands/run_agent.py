@@ -24,9 +24,11 @@ class Command(BaseCommand):
         parser.add_argument("--config", default="{}", help="the step's config, as a JSON object")
         parser.add_argument("--snapshot", default=None,
                             help="the data cut-off date, YYYY-MM-DD (agents that take one: RiskAssessment)")
-        parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
+        parser.add_argument("--timeout", type=float, default=None,
+                            help="seconds to wait (default: the steps' time limits plus a minute)")
 
-    def handle(self, *args, name: str, study: int | None, config: str, timeout: float, snapshot: str | None = None,
+    def handle(self, *args, name: str, study: int | None, config: str, timeout: float | None,
+               snapshot: str | None = None,
                **options):
         try:
             get_agent(name)

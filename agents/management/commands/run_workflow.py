@@ -23,9 +23,11 @@ class Command(BaseCommand):
         parser.add_argument("name", help="workflow name, e.g. ping")
         parser.add_argument("--study", type=int, default=None, help="study id the run is about")
         parser.add_argument("--workflow-version", dest="workflow_version", type=int, help="default: newest")
-        parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
+        parser.add_argument("--timeout", type=float, default=None,
+                            help="seconds to wait (default: the steps' time limits plus a minute)")
 
-    def handle(self, *args, name: str, study: int | None, workflow_version: int | None, timeout: float, **options):
+    def handle(self, *args, name: str, study: int | None, workflow_version: int | None, timeout: float | None,
+               **options):
         try:
             workflows_sync()
             workflow_definition(name)  # fail before starting a worker for nothing

@@ -230,7 +230,9 @@ class Command(BaseCommand):
                 _deviations(main, seed, users)
                 _deviation_plan_and_detection(main, seed)
                 demo_monitoring_seed(study=main, actor=seed)  # monitoring plan and visits (sdv.monitoring)
+                sources = _source_documents(main, seed)
         self._report(main, small, *([realistic] if realistic else []))
+        self.stdout.write(f"Source documents: {sources}")
 
     def _report(self, *studies):
         for study in studies:
@@ -247,6 +249,12 @@ class Command(BaseCommand):
             f"WARNING: every demo account has the password {settings.DEMO_PASSWORD!r}. "
             "For a local demo only: never seed a system that holds real data."
         ))
+
+
+def _source_documents(study, seed) -> dict:
+    from sdv.demo import demo_source_documents  # noqa: PLC0415 (sdv depends on studies, not the reverse)
+
+    return demo_source_documents(study=study, actor=seed)
 
 
 # --- users and access --------------------------------------------------------------------------
