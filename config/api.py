@@ -175,13 +175,12 @@ class Deprecation:
     since: date
     sunset: date
     successor: str = ""  # the path or parameter to use instead
-    note: str = ""
 
     def headers(self) -> dict[str, str]:
         since = int(datetime.combine(self.since, time(), tzinfo=UTC).timestamp())
         sunset = datetime.combine(self.sunset, time(), tzinfo=UTC).timestamp()
         headers = {"Deprecation": f"@{since}", "Sunset": http_date(sunset)}
-        links = ['</docs/api.md#deprecation-policy>; rel="deprecation"']
+        links = ['</api/docs/>; rel="deprecation"']  # the schema's docs mark it and name what replaces it
         if self.successor.startswith("/"):
             links.append(f'<{self.successor}>; rel="successor-version"')
         headers["Link"] = ", ".join(links)

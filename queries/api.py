@@ -177,8 +177,7 @@ TRANSITION_RESPONSES = {
 }
 
 BULK_DEPRECATION = Deprecation(since=datetime.date(2026, 12, 7), sunset=datetime.date(2027, 6, 30),
-                               successor="/api/v1/queries/bulk-actions/",
-                               note="answers per-item results, and takes atomic=false")
+                               successor="/api/v1/queries/bulk-actions/")
 
 
 def _refused(error: TransitionRefused) -> Response:

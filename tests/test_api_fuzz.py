@@ -5,8 +5,8 @@ error, no answer outside the schema (status code, body, content type), no resour
 its creation. Every endpoint added later is covered without a line here.
 
 On PostgreSQL each role gets a server process of its own (runserver on the test database), so the
-three runs go side by side on separate cores; on SQLite (an in-memory test database no other
-process can open) they run one after the other against the test's live server.
+three runs go side by side on separate cores; on SQLite (one writer at a time) they run one after
+the other against the test's live server.
 
 The seed is fixed so a run is reproducible (and CI does not turn red on a case nobody saw
 locally); `TRIALOPS_FUZZ_SEED` explores others and `TRIALOPS_FUZZ_EXAMPLES` runs more cases."""

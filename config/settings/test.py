@@ -19,3 +19,13 @@ BUILTIN_WORKFLOWS_ON_IMPORT = False
 
 # Uploading a source document does not start the source_verification workflow unless a test asks.
 SDV_VERIFY_ON_UPLOAD = False
+
+# SQLite: a test database in a file, not Django's default shared-cache memory database. In shared
+# cache a table lock is SQLITE_LOCKED at once, without the busy timeout, so the tests' Celery worker
+# threads and live servers met "database table is locked"; a file waits for the lock like the demo.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    import os
+    import tempfile
+
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": os.path.join(tempfile.gettempdir(), f"trialops-test-{os.getpid()}.sqlite3")}

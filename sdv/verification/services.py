@@ -217,7 +217,7 @@ def document_store(*, document: SourceDocument, read: DocumentRead | None, actor
     evidence are updated beside it."""
     counts = StoreCounts()
     with transaction.atomic():
-        document = SourceDocument.objects.select_for_update().select_related("site", "subject", "visit__definition") \
+        document = SourceDocument.objects.select_for_update(of=("self",)).select_related("site", "subject", "visit__definition") \
             .get(pk=document.pk)
         now = timezone.now()
         if read is not None and read.error:
@@ -381,7 +381,7 @@ def verification_confirm(*, verification: SourceVerification, actor, verdict: st
     _require_verifier(actor, verification.site)
     reason = (reason or "").strip()
     with transaction.atomic():
-        verification = SourceVerification.objects.select_for_update().select_related(
+        verification = SourceVerification.objects.select_for_update(of=("self",)).select_related(
             "data_point", "document", "site").get(pk=verification.pk)
         point = DataPoint.objects.select_for_update(of=("self",)).get(pk=verification.data_point_id)
         if point.version != verification.data_point_version:
