@@ -129,6 +129,26 @@ def test_an_encrypted_pdf_is_refused(trial, media, user_password):
     assert SourceDocument.objects.count() == 0 and stored_files(media) == []
 
 
+def test_a_pdf_embedding_a_huge_image_on_a_small_page_is_refused(trial, media, settings):
+    """The page passes the rendering check (0.5 inch at 200 dpi is 100 x 100 pixels) but the scan
+    it holds is 1500 x 1500: reading the page decodes the whole image, so it is refused as a bomb."""
+    from PIL import Image
+
+    settings.SDV_MAX_IMAGE_PIXELS = 1_000_000
+    content = samples.images_pdf([Image.new("L", (1500, 1500), 255)], dpi=3000)
+    response = post(client_for(trial.coordinator), trial, "scan.pdf", content)
+    assert response.status_code == 400, response.json()
+    assert "An image on page 1 is 1500 x 1500 pixels, over the limit of 1,000,000" in response.json()["message"]
+    assert SourceDocument.objects.count() == 0 and stored_files(media) == []
+
+
+def test_a_pdf_over_the_page_limit_is_refused(trial, media, settings):
+    settings.SDV_UPLOAD_MAX_PAGES = 1
+    response = post(client_for(trial.coordinator), trial, "scan.pdf", _image("pdf-image"))
+    assert response.status_code == 400 and "2 pages, over the limit of 1" in response.json()["message"]
+    assert SourceDocument.objects.count() == 0 and stored_files(media) == []
+
+
 def test_size_and_page_limits_come_from_settings(trial, media, settings):
     settings.SDV_UPLOAD_MAX_PAGES = 2
     response = post(client_for(trial.coordinator), trial, "fax.tif", _image("tiff"))

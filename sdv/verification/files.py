@@ -77,8 +77,10 @@ def document_inspect(path: Path, *, max_pages: int, max_pixels: int, dpi: int) -
         kind = sniff(handle.read(8))
     if kind is None:
         raise DocumentRefused(f"The file is not a {ACCEPTED} file (its content says so, whatever its name).")
-    pages = _pdf_inspect(path, max_pixels=max_pixels, dpi=dpi) if kind == PDF else _image_inspect(
-        path, kind, max_pages=max_pages, max_pixels=max_pixels)
+    if kind == PDF:
+        pages = _pdf_inspect(path, max_pages=max_pages, max_pixels=max_pixels, dpi=dpi)
+    else:
+        pages = _image_inspect(path, kind, max_pages=max_pages, max_pixels=max_pixels)
     if pages == 0:
         raise DocumentRefused("The file has no page.")
     if pages > max_pages:
@@ -114,7 +116,7 @@ def _image_inspect(path: Path, kind: str, *, max_pages: int, max_pixels: int) ->
                                   f"({type(error).__name__}).") from None
 
 
-def _pdf_inspect(path: Path, *, max_pixels: int, dpi: int) -> int:
+def _pdf_inspect(path: Path, *, max_pages: int, max_pixels: int, dpi: int) -> int:
     try:
         with pdfplumber.open(path) as pdf:
             if pdf.doc.encryption:
@@ -133,15 +135,33 @@ def _pdf_inspect(path: Path, *, max_pixels: int, dpi: int) -> int:
             raise DocumentRefused(f"The PDF is malformed and cannot be read ({error}).") from None
         try:
             pages = len(document)
+            if pages > max_pages:  # before looking at a single page of a file that claims a million
+                raise DocumentRefused(f"The file has {pages} pages, over the limit of {max_pages}.")
             for number in range(pages):
-                width, height = document[number].get_size()
+                page = document[number]
+                width, height = page.get_size()
                 pixels = (width * dpi / 72) * (height * dpi / 72)
                 if pixels > max_pixels:
                     raise _too_many_pixels(int(width * dpi / 72), int(height * dpi / 72), max_pixels,
                                            f"Page {number + 1} at {dpi} dpi")
+                _pdf_images_inspect(page, number + 1, max_pixels=max_pixels)
             return pages
         finally:
             document.close()
+
+
+def _pdf_images_inspect(page, number: int, *, max_pixels: int) -> None:
+    """Refuse a page embedding an image of more than `max_pixels` (a small page can hold a huge
+    scan: reading or rendering it decodes the whole image). The size is read from the image's
+    dictionary, nothing is decoded; images inside form XObjects count too."""
+    for image in page.get_objects(filter=[pdfium.raw.FPDF_PAGEOBJ_IMAGE]):
+        try:
+            width, height = image.get_px_size()
+        except pdfium.PdfiumError:
+            raise DocumentRefused(f"The PDF is malformed and cannot be read (an image of page {number} "
+                                  "has no size).") from None
+        if width * height > max_pixels:
+            raise _too_many_pixels(width, height, max_pixels, f"An image on page {number}")
 
 
 # --- Pages -----------------------------------------------------------------------------------------
