@@ -179,3 +179,36 @@ def test_run_agent_waits_for_the_time_limit_of_the_steps(trial):
     assert run_wait_seconds(run) == TIME_LIMIT + WAIT_GRACE_SECONDS
     workflow = workflow_start(name="source_verification", study_id=trial.study.pk)
     assert run_wait_seconds(workflow) == 600 + WAIT_GRACE_SECONDS
+
+
+def test_a_run_takes_the_documents_that_fit_its_time_limit_and_leaves_the_rest_for_the_next(trial, media, settings):
+    """However many pages are queued, a run bounds itself to its time limit: here a limit that fits
+    one page takes the first document, leaves the second uploaded and publishes
+    source_document.pending for it (which starts the next run)."""
+    from agents.models import Event
+    from sdv.verification.agent import PENDING_EVENT, SECONDS_PER_PAGE, DataVerificationAgent
+
+    settings.SDV_OCR_WORKERS = 1
+    first = upload(trial, samples.lab_report_pdf_text(PAGE_LINES, subject_id="101-004", visit="Week 4",
+                                                      collected="2025-03-04"), name="first.pdf")
+    second = upload(trial, samples.lab_report_pdf_text(PAGE_LINES, subject_id="101-004", visit="Week 4",
+                                                       collected="2025-03-05"), name="second.pdf")
+    limit = 1.1 * SECONDS_PER_PAGE / 0.8  # one page fits, two do not
+    step = agent_run_start(agent="DataVerification", study_id=trial.study.pk).steps.get()
+    assert step.input["study_id"] == trial.study.pk
+    step.policy = {"time_limit": limit}
+
+    output = DataVerificationAgent().run(step=step)
+
+    assert (output["documents"], output["pages"], output["left_for_next_run"]) == (1, 1, 1)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, second.status) == ("extracted", "uploaded")
+    assert not SourceVerification.objects.filter(document=second).exists()
+    event = Event.objects.get(type=PENDING_EVENT)
+    assert (event.study_id, event.payload, event.source_step) == (trial.study.pk, {"documents": [second.pk]}, step)
+    # the next run (no limit but the agent's own) takes what was left
+    step.policy = {}
+    assert DataVerificationAgent().run(step=step)["documents"] == 1
+    second.refresh_from_db()
+    assert second.status == "extracted"
