@@ -253,3 +253,45 @@ def test_a_restored_decimal_point_is_judged_in_the_unit_printed():
                                 analyte="ALB")
     row = _row("35", unit="g/dL", range_="3.5-5.0", name="Alb", second="3.5", second_confidence=90)
     assert matching.verdict_for(albumin, matching.rows_with_analytes([row]), review_below=60).verdict == "verified"
+
+
+def test_a_value_the_rows_range_and_flag_rule_out_is_a_discrepancy_however_uncertain_the_digits():
+    # ALP 131 flagged H beside 40-129, read with confidence 24: the EDC's shifted 1310
+    # cannot be what is printed, whatever digits the reading got wrong
+    alp = matching.EdcValue(data_point_id=1, item_id=1, item_label="Alkaline phosphatase", value="1310", unit="U/L",
+                            analyte="ALP")
+    row = _row("131", unit="U/L", range_="40 - 129", flag="H", confidence=24, name="Alkalische Phosphatase")
+    verdict = matching.verdict_for(alp, matching.rows_with_analytes([row]), review_below=60)
+    assert verdict.verdict == "discrepancy"
+    assert "the EDC value (1310 U/L) disagrees with the range printed on the row (40 - 129, flagged H)" in \
+        verdict.explanation
+    assert verdict.confidence == 0.24  # the reading's own confidence, shown as it is
+    # in another unit: bilirubin 1.54 mg/dL flagged H (0.2-1.2), the EDC's 15.7 umol/L is 0.918 mg/dL, normal
+    bili = matching.EdcValue(data_point_id=1, item_id=1, item_label="Total bilirubin", value="15.7", unit="umol/L",
+                             analyte="BILI")
+    row = _row("1.54", unit="mg/dL", range_="0.2 - 1.2", flag="H", confidence=36, second="1.5", second_confidence=40,
+               name="Gesamtbilirubin")
+    assert matching.verdict_for(bili, matching.rows_with_analytes([row]), review_below=60).verdict == "discrepancy"
+    # a low potassium reading flagged H, the EDC normal: ruled out; flagged L or read inside the range, not
+    assert _verdict([_row("5.4", flag="H", confidence=40)], value="4.5").verdict == "discrepancy"
+    assert _verdict([_row("5.4", flag="H", confidence=40)], value="5.8").verdict == "needs_review"  # also high
+    assert _verdict([_row("4.8", confidence=40)], value="4.5").verdict == "needs_review"  # both in range
+
+
+def test_the_row_rules_nothing_out_when_it_cannot_be_trusted():
+    # no range printed, a reading its own row contradicts (5.4 unflagged above 5.1), a restored point
+    assert _verdict([_row("3.9", range_="", confidence=40)], value="5.9").verdict == "needs_review"
+    assert _verdict([_row("5.4", confidence=40)], value="2.1").verdict == "needs_review"
+    assert _verdict([_row("44", confidence=40)], value="2.1").verdict == "needs_review"
+    # two readings, one of which disagrees with the row
+    assert _verdict([_row("4.4", confidence=40, second="9.4", second_confidence=40)],
+                    value="2.1").verdict == "needs_review"
+    # an EDC value on the border: 5.5 mmol/L of glucose is 98.2-100.0 mg/dL once its rounding is counted,
+    # inside 70-99 at one end: a page read as 90 (uncertain) does not rule it out
+    glucose = matching.EdcValue(data_point_id=1, item_id=1, item_label="Glucose", value="5.5", unit="mmol/L",
+                                analyte="GLUC")
+    row = _row("90", unit="mg/dL", range_="70 - 99", confidence=40, name="Glucose")
+    assert matching.verdict_for(glucose, matching.rows_with_analytes([row]), review_below=60).verdict == \
+        "needs_review"
+    # a censored EDC value is no number to place in the range
+    assert _verdict([_row("4.4", confidence=40)], value="<2").verdict == "needs_review"

@@ -214,11 +214,17 @@ def physiologically_possible(text: str, unit: str, analyte: str | None) -> bool 
 def strictly_consistent(text: str, reference: str, flag: str) -> bool | None:
     """Whether a reading agrees with the range and flag printed beside it: inside the range when
     unflagged, above it when flagged high, below when low, and never an order of magnitude out."""
-    number, bounds = number_parse(text), reference_bounds(reference)
-    if number is None or bounds is None:
+    number = number_parse(text)
+    return None if number is None else value_consistent(number.value, reference, flag)
+
+
+def value_consistent(value: Decimal, reference: str, flag: str) -> bool | None:
+    """strictly_consistent for a number (in the row's unit); None when the range does not read."""
+    bounds = reference_bounds(reference)
+    if bounds is None:
         return None
     low, high = bounds
-    value, flag = number.value, flag.strip("()[]").upper()
+    flag = flag.strip("()[]").upper()
     if value > high * GROSS or (low > 0 and value < low / GROSS):
         return False
     if flag in ("H", "HH", "HIGH", "↑"):
@@ -300,6 +306,41 @@ def _judge(value: EdcValue, row: PageRow) -> tuple[int, str, bool | None, str, f
     return (1 if matches is False else 2), unit, matches, note, confidence, text
 
 
+def row_contradicts_edc(value: EdcValue, row: PageRow, unit: str) -> str:
+    """Why the row itself says the EDC value is not on the page ("" when it does not): the EDC
+    value, in the page's unit, disagrees with the reference range and flag printed on the row
+    (outside the range unflagged, inside it or on the other side of it flagged H or L, an order of
+    magnitude out) while every reading of the page value agrees with them. Range and flag are
+    words of their own, read apart from the value: whatever digits an uncertain reading got
+    wrong, a value on the other side of the printed range is not the value printed. Not used on
+    a restored decimal point (its reading disagrees with the range), an illegible or impossible
+    unit, or a censored value."""
+    if not unit or not row.range or reference_bounds(row.range) is None:
+        return ""
+    edc = number_parse(value.value)
+    if edc is None or edc.qualifier:
+        return ""
+    factor = conversion_factor(value.unit or unit, unit, value.analyte) if value.unit else Decimal(1)
+    if factor is None:
+        return ""
+    readings = _readings(row)
+    if not readings or any(strictly_consistent(text, row.range, row.flag) is not True for text, _ in readings):
+        return ""
+    if any(physiologically_possible(text, unit, value.analyte) is False for text, _ in readings):
+        return ""
+    # Every value that rounds to the EDC's (its precision) must disagree, not only the EDC's own:
+    # a value on the border of the range, rounded and converted, may land just across it.
+    half = Decimal(1).scaleb(-edc.places) / 2
+    if any(value_consistent(end * factor, row.range, row.flag) is not False for end in (edc.value - half,
+                                                                                         edc.value + half)):
+        return ""
+    in_page_unit = edc.value * factor
+    shown = f"{Decimal(format(in_page_unit, '.3g')):f} {unit}" if factor != 1 else f"{edc.value} {unit}"
+    flag = f" flagged {row.flag}" if row.flag else " unflagged"
+    return (f"the EDC value ({shown}) disagrees with the range printed on the row ({row.range},{flag}), which "
+            f"the page value ({', '.join(t for t, _ in readings)}) agrees with")
+
+
 def verdict_for(value: EdcValue, rows: list[PageRow], *, review_below: float) -> Verdict:
     """The verdict on one EDC value against the rows of one document."""
     found = _rows_for(value, rows)
@@ -317,6 +358,10 @@ def verdict_for(value: EdcValue, rows: list[PageRow], *, review_below: float) ->
         verdict = "verified"
     elif matches is False and confidence >= review_below:
         verdict = "discrepancy"
+    elif matches is False and (contradiction := row_contradicts_edc(value, row, unit)):
+        # Read with low confidence, but the row's own range and flag rule the EDC value out.
+        verdict = "discrepancy"
+        note = f"{note}; read with confidence {confidence:.0f} (< {review_below:.0f}), but {contradiction}"
     else:
         verdict = "needs_review"
         if matches is False:
