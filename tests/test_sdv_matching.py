@@ -295,3 +295,24 @@ def test_the_row_rules_nothing_out_when_it_cannot_be_trusted():
         "needs_review"
     # a censored EDC value is no number to place in the range
     assert _verdict([_row("4.4", confidence=40)], value="<2").verdict == "needs_review"
+
+
+def test_a_flagged_value_an_order_of_magnitude_past_its_range_is_compared_with_its_point_restored():
+    def bili(edc):
+        value = matching.EdcValue(data_point_id=1, item_id=1, item_label="Total bilirubin", value=edc, unit="umol/L",
+                                  analyte="BILI")
+        row = _row("14", unit="mg/dL", range_="0.2 - 1.2", flag="H", confidence=80, name="Total bilirubin")
+        return matching.verdict_for(value, matching.rows_with_analytes([row]), review_below=60)
+
+    # "14" flagged H beside 0.2-1.2 (1.4 read without its point): 1.4 mg/dL is the EDC's 23.9 umol/L
+    restored = bili("23.9")
+    assert restored.verdict == "verified" and "decimal point restored (1.4)" in restored.explanation
+    assert bili("239").verdict == "verified"  # a real 14 mg/dL still matches as read
+    assert bili("40.0").verdict == "needs_review"  # matching neither: doubtful, never a query
+    # a very high value that agrees with its flag and fits no other placement is left as it is
+    alt = matching.EdcValue(data_point_id=1, item_id=1, item_label="ALT", value="160", unit="U/L", analyte="ALT")
+    row = _row("150", unit="U/L", range_="0 - 41", flag="H", name="ALT")
+    assert matching.verdict_for(alt, matching.rows_with_analytes([row]), review_below=60).verdict == "discrepancy"
+    assert matching.flagged_point_lost(row) == ""
+    assert matching.flagged_point_lost(_row("14", range_="0.2 - 1.2", flag="H")) == "1.4"
+    assert matching.flagged_point_lost(_row("14", range_="0.2 - 1.2")) == ""  # unflagged: reading_checked's case

@@ -238,9 +238,45 @@ def _digits(text: str) -> str:
     return re.sub(r"\D", "", text or "")
 
 
+def flagged_point_lost(row: PageRow) -> str:
+    """The value with its decimal point restored when the page value, flagged H (or L), is an order
+    of magnitude past its printed range and exactly one placement of the point fits the flag
+    ("14" flagged H beside 0.2-1.2 was most likely 1.4); "" otherwise. A value so far out is
+    possible (a flag does not tell a lost point from a very high value), so both are compared."""
+    number, bounds = number_parse(row.value), reference_bounds(row.range)
+    flag = (row.flag or "").strip("()[]").upper()
+    if number is None or bounds is None or number.qualifier or flag not in ("H", "HH", "HIGH", "L", "LL", "LOW"):
+        return ""
+    if strictly_consistent(row.value, row.range, row.flag) is not False or value_consistent(
+            number.value, row.range, "") is not False:
+        return ""  # agrees with its flag, or is no order of magnitude out
+    digits = row.value.replace(",", "").replace(".", "")
+    fits = [candidate for i in range(1, len(digits)) if strictly_consistent(
+        candidate := f"{digits[:i]}.{digits[i:]}", row.range, row.flag)]
+    return fits[0] if len(fits) == 1 and fits[0] != row.value else ""
+
+
 def _judge(value: EdcValue, row: PageRow) -> tuple[int, str, bool | None, str, float, str]:
     """(rank, unit, matches, explanation, confidence, value as read) of one row for one EDC value;
-    rank 0: matches, 1: differs, 2: cannot be decided."""
+    rank 0: matches, 1: differs, 2: cannot be decided. A flagged value an order of magnitude past
+    its range is compared as read and with its point restored (flagged_point_lost): either
+    matching verifies it; a difference is doubtful (for review, never a query)."""
+    judged = _judge_readings(value, row)
+    restored = flagged_point_lost(row)
+    if not restored or judged[0] == 0:
+        return judged
+    capped = min(row.confidence, DOUBTFUL)
+    again = _judge_readings(value, replace(row, value=restored, confidence=capped))
+    note = f"read {row.value} flagged {row.flag}, an order of magnitude past the printed range {row.range}: " \
+           f"decimal point restored ({restored})"
+    if again[0] == 0:
+        return (*again[:3], f"{again[3]}; {note}", again[4], again[5])
+    rank, unit, matches, explanation, confidence, text = judged
+    return rank, unit, matches, f"{explanation}; {note}, which does not match either", min(confidence, DOUBTFUL), text
+
+
+def _judge_readings(value: EdcValue, row: PageRow) -> tuple[int, str, bool | None, str, float, str]:
+    """_judge of the row's readings as they are (the page's and a second one)."""
     candidates = candidate_units(value.analyte, value.unit)
     unit = unit_resolve(row.unit, candidates)
     illegible_unit = bool(row.unit) and not unit
