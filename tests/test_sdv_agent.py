@@ -93,6 +93,10 @@ def test_the_agent_reads_a_rotated_blurred_scan_and_judges_every_value_of_the_vi
     assert "Potassium" in query.text and "4.5 mmol/L" in query.text and f"document {document.pk}, page 1" in query.text
     assert "5.4" not in query.text  # never the value the site should enter
     assert query.created_by == agent_user("DataVerification")
+    # its evidence (the page, the value read there with its box, the EDC value) is the verdict it links to
+    evidence = query.source_verifications.get()
+    assert (evidence, evidence.page, evidence.source_value, evidence.edc_value) == (potassium, 1, "5.4", "4.5")
+    assert evidence.bbox and evidence.row_bbox and evidence.confidence > 0.6
 
     # Everything read is in the Part 11 trail, attributed to the agent
     agent = agent_user("DataVerification")
@@ -212,3 +216,17 @@ def test_a_run_takes_the_documents_that_fit_its_time_limit_and_leaves_the_rest_f
     assert DataVerificationAgent().run(step=step)["documents"] == 1
     second.refresh_from_db()
     assert second.status == "extracted"
+
+
+def test_a_change_of_the_sdv_plan_starts_the_source_verification_workflow(trial, media):
+    """RiskAssessment publishes sdv.plan_updated when it re-plans a study with documents; the
+    source_verification workflow is subscribed to it (dispatched here by the service a worker runs)."""
+    from agents.events import event_dispatch, event_publish
+
+    upload(trial, page_png())
+    event = event_publish(type="sdv.plan_updated", study_id=trial.study.pk, payload={"sites": [trial.site.pk]})
+
+    runs = event_dispatch(event_id=event.pk)
+
+    assert [(r.workflow, r.trigger, r.study_id) for r in runs] == [("source_verification", "event", trial.study.pk)]
+    assert [s.agent for s in runs[0].steps.all()] == ["DataVerification"]
