@@ -111,6 +111,7 @@ def document_from_upload(*, subject, visit, upload, actor, reason: str) -> tuple
     name = f"sources/{sha256[:2]}/{sha256}{EXTENSIONS[inspected.content_type]}"
     final = store / name
     final.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not final.exists()  # else another document (of any subject) already holds these bytes
     os.replace(temporary, final)  # atomic; the same bytes under the same name whoever wrote them first
     document = SourceDocument(study=study, site=subject.site, subject=subject, visit=visit, file=name,
                               original_name=Path(upload.name or "").name[:255], content_type=inspected.content_type,
@@ -124,4 +125,9 @@ def document_from_upload(*, subject, visit, upload, actor, reason: str) -> tuple
                 event_publish(type=UPLOAD_EVENT, study_id=study.pk, payload={"document": document.pk})
     except IntegrityError:  # the same file uploaded at the same moment: one document
         return SourceDocument.objects.get(subject=subject, visit=visit, sha256=sha256), False
+    except BaseException:
+        # Nothing recorded, nothing kept: the file goes unless a document holds it (written meanwhile).
+        if new_file and not SourceDocument.objects.filter(file=name).exists():
+            final.unlink(missing_ok=True)
+        raise
     return document, True

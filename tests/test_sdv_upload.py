@@ -230,3 +230,29 @@ def test_a_media_root_inside_the_static_files_is_refused_at_start():
                                  "PATH": "/usr/bin:/bin"}, cwd=str(__import__("pathlib").Path(__file__).parent.parent))
     assert result.returncode != 0 and "must not be inside" in result.stderr
 
+
+
+def test_an_upload_that_fails_to_be_recorded_leaves_no_file(trial, media, settings, monkeypatch):
+    """The document's row and its event are one transaction; when it fails (here the event cannot
+    be published) the file moved into the store is removed: nothing recorded, nothing kept."""
+    import sdv.documents
+
+    def broker_down(**kwargs):
+        raise RuntimeError("the event could not be published")
+
+    settings.SDV_VERIFY_ON_UPLOAD = True
+    monkeypatch.setattr(sdv.documents, "event_publish", broker_down)
+    with pytest.raises(RuntimeError):
+        post(client_for(trial.coordinator), trial, "a.png", page_png())
+    assert SourceDocument.objects.count() == 0 and SourceDocument.history.count() == 0
+    assert stored_files(media) == []
+    # a file another document already holds is kept
+    monkeypatch.undo()
+    settings.SDV_VERIFY_ON_UPLOAD = False
+    kept = post(client_for(trial.coordinator), trial, "a.png", page_png(), visit_oid="")
+    assert kept.status_code == 201
+    settings.SDV_VERIFY_ON_UPLOAD = True
+    monkeypatch.setattr(sdv.documents, "event_publish", broker_down)
+    with pytest.raises(RuntimeError):
+        post(client_for(trial.coordinator), trial, "a.png", page_png())
+    assert SourceDocument.objects.count() == 1 and len(stored_files(media)) == 1
