@@ -316,3 +316,13 @@ def test_a_flagged_value_an_order_of_magnitude_past_its_range_is_compared_with_i
     assert matching.flagged_point_lost(row) == ""
     assert matching.flagged_point_lost(_row("14", range_="0.2 - 1.2", flag="H")) == "1.4"
     assert matching.flagged_point_lost(_row("14", range_="0.2 - 1.2")) == ""  # unflagged: reading_checked's case
+
+
+def test_a_second_reading_that_restores_the_point_of_a_flagged_value_settles_it():
+    # "16" flagged H beside 0.2-1.2, read again as 1.6 (confident): 1.6 mg/dL is 27.4 umol/L, the
+    # EDC's swapped 72.4 is a discrepancy, not a doubt
+    bili = matching.EdcValue(data_point_id=1, item_id=1, item_label="Total bilirubin", value="72.4", unit="umol/L",
+                             analyte="BILI")
+    row = _row("16", unit="mg/dL", range_="0.2-1.2", flag="H", confidence=80, second="1.6", second_confidence=90,
+               name="TBIL")
+    assert matching.verdict_for(bili, matching.rows_with_analytes([row]), review_below=60).verdict == "discrepancy"

@@ -263,8 +263,8 @@ def _judge(value: EdcValue, row: PageRow) -> tuple[int, str, bool | None, str, f
     matching verifies it; a difference is doubtful (for review, never a query)."""
     judged = _judge_readings(value, row)
     restored = flagged_point_lost(row)
-    if not restored or judged[0] == 0:
-        return judged
+    if not restored or judged[0] == 0 or judged[5] != row.value:
+        return judged  # a match, or a second reading that settled it (the point it restored, read again)
     capped = min(row.confidence, DOUBTFUL)
     again = _judge_readings(value, replace(row, value=restored, confidence=capped))
     note = f"read {row.value} flagged {row.flag}, an order of magnitude past the printed range {row.range}: " \
