@@ -231,7 +231,7 @@ def document_store(*, document: SourceDocument, read: DocumentRead | None, actor
         else:
             pages = list(document.pages.order_by("number"))
         rows = _page_rows(pages)
-        stored = {v.item_id: v for v in SourceVerification.objects.select_for_update()
+        stored = {v.item_id: v for v in SourceVerification.objects.select_for_update(of=("self",))
                   .filter(document=document)}
         for point, value in _edc_values(document):
             verdict = matching.verdict_for(value, rows, review_below=settings.SDV_REVIEW_CONFIDENCE)
@@ -263,7 +263,7 @@ def document_store(*, document: SourceDocument, read: DocumentRead | None, actor
 
 
 def _pages_store(document, read: DocumentRead, *, actor, reason: str, now) -> list[SourcePage]:
-    existing = {p.number: p for p in SourcePage.objects.select_for_update().filter(document=document)}
+    existing = {p.number: p for p in SourcePage.objects.select_for_update(of=("self",)).filter(document=document)}
     pages = []
     for page in read.pages:
         row = existing.get(page.number) or SourcePage(document=document, number=page.number)
@@ -407,7 +407,7 @@ def verification_confirm(*, verification: SourceVerification, actor, verdict: st
         _data_point_mark(point, verdict=target, actor=actor, reason=f"SDV {target} against {where} "
                                                                     f"(verification {verification.pk})")
         if verification.document_id:
-            document = SourceDocument.objects.select_for_update().get(pk=verification.document_id)
+            document = SourceDocument.objects.select_for_update(of=("self",)).get(pk=verification.document_id)
             status = _document_status(document)
             if status != document.status:
                 document.status = status
@@ -429,7 +429,7 @@ def data_point_verify_manually(*, data_point: DataPoint, actor, verdict: str = V
     with transaction.atomic():
         point = DataPoint.objects.select_for_update(of=("self",)).get(pk=data_point.pk)
         now = timezone.now()
-        row = SourceVerification.objects.select_for_update().filter(data_point=point, document=None).first() or \
+        row = SourceVerification.objects.select_for_update(of=("self",)).filter(data_point=point, document=None).first() or \
             SourceVerification(study_id=point.study_id, site_id=data_point.subject.site_id, subject_id=point.subject_id,
                                visit_id=point.visit_id, item_id=point.item_id, data_point=point,
                                method=SourceVerification.Method.MANUAL, created_at=now)
@@ -449,7 +449,7 @@ def verification_query_raise(*, verification: SourceVerification, actor) -> tupl
     if not verification.document_id:
         raise VerificationRefused({"verdict": "Raise a query on a manual SDV from the query page."})
     with transaction.atomic():
-        verification = SourceVerification.objects.select_for_update().get(pk=verification.pk)
+        verification = SourceVerification.objects.select_for_update(of=("self",)).get(pk=verification.pk)
         query, created = _discrepancy_query(verification, actor=actor, person=True)
         if query is None:
             raise VerificationRefused({"query": "The query text did not pass the compliance check."})
