@@ -1,6 +1,7 @@
 """Writes of the monitoring plan: scheduling (the MonitoringOrchestrator's service), and the
 confirm, move, cancel and complete actions on a visit. Atomic, audited with actor and reason; a
-study's scheduling and moves run one at a time (the study row is locked)."""
+study's schedulings, moves and plan imports run one at a time (the row of its plan in force is
+locked: see plan_lock)."""
 
 import datetime
 import time
@@ -40,6 +41,20 @@ class MoveRefused(MonitoringPlanError):
 
 def plan_in_force(*, study: Study) -> MonitoringPlan | None:
     return MonitoringPlan.objects.filter(study=study).order_by("-version").first()
+
+
+def plan_lock(*, study: Study) -> MonitoringPlan | None:
+    """The plan in force with its row locked until the transaction ends: the study's schedulings,
+    moves and plan imports wait for each other. Not the study row: imports of clinical data and
+    deviation detection lock that one, and a scheduling holds its lock for the whole solver run.
+    A plan import that committed while we waited made a newer plan the one in force: lock that."""
+    while True:
+        latest = plan_in_force(study=study)
+        if latest is None:
+            return None
+        locked = MonitoringPlan.objects.select_for_update().get(pk=latest.pk)
+        if plan_in_force(study=study).pk == locked.pk:
+            return locked
 
 
 def site_tiers(*, study: Study, plan: MonitoringPlan) -> dict[int, tuple[str, str]]:
@@ -119,8 +134,7 @@ def monitoring_plan_schedule(*, study: Study, actor, today: datetime.date | None
     they are unless they must move; what the tiers no longer need is cancelled. The result is
     checked by the independent checker before anything is stored. Returns the figures."""
     started = time.perf_counter()
-    Study.objects.select_for_update().get(pk=study.pk)
-    plan = plan_in_force(study=study)
+    plan = plan_lock(study=study)
     if plan is None:
         return {"skipped": "no monitoring plan (import one with import_monitoring_plan)"}
     today = today or timezone.localdate()
@@ -260,7 +274,7 @@ def _grant_sites(study: Study, *, actor) -> None:
 
 # --- Actions on a visit --------------------------------------------------------------------------
 def _locked_visit(visit: MonitoringVisit) -> MonitoringVisit:
-    Study.objects.select_for_update().get(pk=visit.study_id)
+    plan_lock(study=visit.study)  # a visit changes only between schedulings, never during one
     return MonitoringVisit.objects.select_related("site", "monitor__user", "plan").get(pk=visit.pk)
 
 
@@ -331,7 +345,7 @@ def monitoring_visit_move(*, visit: MonitoringVisit, date: datetime.date, actor,
     today = today or timezone.localdate()
     if date < today:
         raise MoveRefused("past", f"the move breaks past: {date} is before today ({today})")
-    plan = plan_in_force(study=visit.study)
+    plan = plan_in_force(study=visit.study)  # locked by _locked_visit
     monitor = monitor or visit.monitor
     if monitor.study_id != visit.study_id or not monitor.active:
         raise MoveRefused("countries", f"the move breaks countries: {monitor} is not a monitor of the plan in force")
