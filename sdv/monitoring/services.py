@@ -92,12 +92,18 @@ def problem_build(*, study: Study, plan: MonitoringPlan, today: datetime.date) -
     tiers = site_tiers(study=study, plan=plan)
     sites = {site.pk: site for site in Site.objects.filter(study=study)}
     previous_tiers = (plan.last_result or {}).get("tiers", {})
-    needs, reasons = [], {}
+    needs, reasons, unplanned = [], {}, []
     for site_id, (tier, source) in sorted(tiers.items()):
         site = sites[site_id]
-        if site.latitude is None or site.longitude is None:
-            continue  # not in any plan yet: the plan import gives a site its coordinates
         rule = plan.frequency.get(tier, {})
+        if site.latitude is None or site.longitude is None or not site.country:
+            # Never in a plan: no location to travel to. Said in the figures and shown as a
+            # breach on the plan view, never left out in silence.
+            if rule.get("on_site_every_weeks") or rule.get("remote_every_weeks"):
+                unplanned.append({"site": site.number, "tier": tier, "why": (
+                    f"no location: site {site.number} ({tier} risk, {_frequency_text(rule)}) is in no monitoring "
+                    "plan yet; add it to the plan's sites with its city, country, lat and lon")})
+            continue
         reason = f"{tier} risk ({source}): {_frequency_text(rule)}"
         before = previous_tiers.get(site.number)
         if before and before != tier:
@@ -117,7 +123,7 @@ def problem_build(*, study: Study, plan: MonitoringPlan, today: datetime.date) -
     rows = list(MonitoringVisit.objects.filter(study=study, date__gte=plan.start, date__lt=problem.end)
                 .exclude(status=MonitoringVisit.Status.CANCELLED).select_related("site", "monitor__user"))
     problem.visits = [_visit_of(row) for row in rows]
-    return problem, {"rows": {row.pk: row for row in rows}, "reasons": reasons,
+    return problem, {"rows": {row.pk: row for row in rows}, "reasons": reasons, "unplanned": unplanned,
                      "tiers": {sites[k].number: v[0] for k, v in tiers.items()}}
 
 
@@ -161,12 +167,15 @@ def monitoring_plan_schedule(*, study: Study, actor, today: datetime.date | None
         "travel_ratio": round(travel / naive["travel_km"], 3) if naive["travel_km"] else None,
         "round_trips_km": round(naive_baseline.round_trips_km(problem, on_site), 1),
         "breaches": 0, **changes, "today": today.isoformat(), "tiers": context["tiers"],
+        "unplanned": context["unplanned"],
         "seconds": round(time.perf_counter() - started, 3),
     }
     plan.last_result = figures
     set_audit(plan, actor=actor, reason=f"Scheduled: {figures['visits']} visits, {figures['travel_km']} km")
     plan.save()
-    logger.info("monitoring_plan_scheduled", study_id=study.pk, **{k: v for k, v in figures.items() if k != "tiers"})
+    logger.info("monitoring_plan_scheduled", study_id=study.pk,
+                **{k: v for k, v in figures.items() if k not in ("tiers", "unplanned")},
+                unplanned_sites=[u["site"] for u in context["unplanned"]])
     return figures
 
 
