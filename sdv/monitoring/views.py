@@ -181,8 +181,10 @@ def ics_view(request, monitor_pk: int, token: str):
     monitor = Monitor.objects.filter(pk=monitor_pk).select_related("user", "study").first()
     if monitor is None or not signing.constant_time_compare(token, ics_token(monitor)):
         raise Http404("No such calendar.")
-    visits = (MonitoringVisit.objects.filter(monitor=monitor).select_related("site", "study", "monitor__user")
-              .order_by("date"))
+    visits = selectors.monitor_feed_visits(monitor=monitor)
+    if visits is None:  # the monitor's access was withdrawn: so is the feed
+        raise Http404("No such calendar.")
+    visits = visits.order_by("date")
     response = HttpResponse(ics.calendar_feed(monitor, visits), content_type="text/calendar; charset=utf-8")
     response["Content-Disposition"] = f'inline; filename="monitoring-{monitor.user.username}.ics"'
     return response
