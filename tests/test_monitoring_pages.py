@@ -125,6 +125,7 @@ def test_a_cra_sees_their_calendar_and_subscribes_to_an_ics_feed():
     membership.is_active = False
     membership.save()
     assert Client().get(feed_url).status_code == 404
+    assert feed_url not in client.get("/monitoring/calendar/").content.decode()  # nor offered any more
     membership.is_active = True
     membership.save()
     assert Client().get(feed_url).status_code == 200

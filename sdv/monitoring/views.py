@@ -170,7 +170,7 @@ def my_calendar_view(request):
     cal = _calendar(request, visits, default=upcoming if request.GET.get("at") is None else today)
     weeks = calendar_views.grid(cal["visits"], cal["start"], cal["end"] + datetime.timedelta(days=1), cal["month"])
     feeds = [{"monitor": m, "url": request.build_absolute_uri(reverse("monitoring-ics", args=[m.pk, ics_token(m)]))}
-             for m in monitors]
+             for m in monitors if selectors.monitor_feed_visits(monitor=m) is not None]  # feeds that answer
     return render(request, "sdv/monitoring/my_calendar.html",
                   {"cal": cal, "weeks": weeks, "feeds": feeds, "upcoming": [v for v in visits if v.date >= today][:20]})
 
