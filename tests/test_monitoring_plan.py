@@ -18,6 +18,7 @@ from sdv.models import KriSnapshot, SiteRiskAssessment
 from sdv.monitoring.models import Monitor, MonitoringPlan, MonitoringTierOverride, MonitoringTrip, MonitoringVisit
 from sdv.monitoring.plan_import import monitoring_plan_import
 from sdv.monitoring.services import monitoring_plan_schedule, monitoring_visit_confirm
+from sdv.monitoring.travel import haversine_km
 from studies.audit import set_audit
 from studies.models import Role, Site, StudyMembership
 from studies.services import membership_grant
@@ -200,3 +201,28 @@ def test_a_site_left_out_of_the_plan_takes_its_tier_from_the_latest_risk_assessm
     client.force_login(sponsor)
     html = client.get(f"/studies/{study.pk}/monitoring/?at=2026-03-02").content.decode()
     assert 'id="breach-count">1<' in html and "location" in html and "site 705" in html
+
+
+def test_a_road_distance_matrix_in_the_plan_replaces_the_great_circle_in_the_trips(study):
+    actor = UserFactory(username="agent.road")
+    document = json.loads(PLAN.read_text())
+    road = {("home:cra.anna", "701"): 500.0, ("701", "702"): 77.0}
+    document["road_km"] = {"home:cra.anna": {"701": 500.0}, "702": {"701": 77.0}}  # either direction
+    monitoring_plan_import(study=study, raw=json.dumps(document).encode(), actor=actor)
+    figures = monitoring_plan_schedule(study=study, actor=actor, today=TODAY, time_limit=3)
+    where = {n: (s["lat"], s["lon"]) for n, s in document["sites"].items()}
+    where |= {f"home:{m['username']}": (m["home"]["lat"], m["home"]["lon"]) for m in document["monitors"]}
+
+    def km(a, b):
+        pair = road.get((a, b), road.get((b, a)))
+        return pair if pair is not None else haversine_km(*where[a], *where[b])
+
+    trips = list(MonitoringTrip.objects.filter(study=study))
+    assert any(t.visits.filter(site__number="701").exists() for t in trips)
+    for trip in trips:
+        stops = [f"home:{trip.monitor.user.username}",
+                 *trip.visits.order_by("date").values_list("site__number", flat=True),
+                 f"home:{trip.monitor.user.username}"]
+        assert trip.travel_km == pytest.approx(sum(km(a, b) for a, b in zip(stops, stops[1:], strict=False)), abs=0.01)
+        assert sum(trip.visits.values_list("travel_km", flat=True)) == pytest.approx(trip.travel_km, abs=0.01)
+    assert figures["travel_km"] == pytest.approx(sum(t.travel_km for t in trips), abs=0.1)
