@@ -1,7 +1,8 @@
 """The monitoring plan under concurrent writers (PostgreSQL row locks; SQLite serialises every
 writer): two schedulings of a study at once store one plan, not two; a move made while another
-one is uncommitted waits for it and is checked against it; and a scheduling does not hold the
-study row, so an import of the study's clinical data goes on while the solver runs."""
+one is uncommitted waits for it and is checked against it; a scheduling does not hold the study
+row, so an import of the study's clinical data goes on while the solver runs; two first saves of
+a visit report make one report."""
 
 import datetime
 import itertools
@@ -14,10 +15,16 @@ from django.db import connection, connections, transaction
 
 from sdv.monitoring import services
 from sdv.monitoring.checker import check
-from sdv.monitoring.models import MonitoringVisit
+from sdv.monitoring.models import MonitoringVisit, VisitReport
 from sdv.monitoring.plan_import import monitoring_plan_import
 from sdv.monitoring.problem import Visit
-from sdv.monitoring.services import MoveRefused, monitoring_plan_schedule, monitoring_visit_move, problem_build
+from sdv.monitoring.services import (
+    MoveRefused,
+    monitoring_plan_schedule,
+    monitoring_visit_move,
+    problem_build,
+    visit_report_save,
+)
 from studies.ingest.base import import_create, import_execute
 from studies.models import Import
 from tests.conftest import skip_or_fail
@@ -156,3 +163,19 @@ def test_an_import_of_the_study_goes_on_while_its_visits_are_being_scheduled(stu
         thread.join(60)
     assert record.status == Import.Status.SUCCEEDED and still_solving and waited < 5, waited
     assert results and not isinstance(results[0], Exception) and results[0]["visits"] > 0
+
+
+def test_two_first_saves_of_a_visit_report_at_once_make_one_report(study):
+    actor, other = UserFactory(username="cra.one"), UserFactory(username="cra.two")
+    monitoring_plan_schedule(study=study, actor=actor, today=TODAY, time_limit=2)
+    visit = MonitoringVisit.objects.filter(study=study, kind="on_site").first()
+    results: list = []
+    with transaction.atomic():
+        visit_report_save(visit=visit, actor=actor, submit=False, summary="First draft")
+        thread = in_thread(visit_report_save, results, visit=visit, actor=other, submit=False, findings="Seen too")
+        wait_for_a_lock_wait()
+    thread.join(60)
+    assert not isinstance(results[0], Exception), results
+    report = VisitReport.objects.get(visit=visit)
+    assert (report.summary, report.findings, report.author) == ("First draft", "Seen too", actor)
+    assert [h.history_user for h in report.history.order_by("history_date")] == [actor, other]

@@ -387,8 +387,10 @@ def visit_report_save(*, visit: MonitoringVisit, actor, submit: bool, **fields) 
     """Write (or submit) the visit's monitoring report, with the site's SDV progress as it stands."""
     from sdv.monitoring.selectors import sdv_progress
 
-    report = VisitReport.objects.select_for_update().filter(visit=visit).first() or VisitReport(visit=visit,
-                                                                                                author=actor)
+    # The visit's row, not the report's: two first saves at once would both find no report to
+    # lock and both insert one (the second a unique-constraint error).
+    MonitoringVisit.objects.select_for_update().get(pk=visit.pk)
+    report = VisitReport.objects.filter(visit=visit).first() or VisitReport(visit=visit, author=actor)
     if report.status == VisitReport.Status.SUBMITTED:
         raise MonitoringPlanError({"status": "the report is submitted and can no longer change"})
     for name in ("attendees", "summary", "findings", "actions"):
