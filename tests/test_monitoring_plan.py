@@ -17,7 +17,7 @@ from django.test import Client
 from sdv.models import KriSnapshot, SiteRiskAssessment
 from sdv.monitoring.models import Monitor, MonitoringPlan, MonitoringTierOverride, MonitoringTrip, MonitoringVisit
 from sdv.monitoring.plan_import import monitoring_plan_import
-from sdv.monitoring.services import monitoring_plan_schedule, monitoring_visit_confirm
+from sdv.monitoring.services import monitoring_plan_schedule, monitoring_visit_complete, monitoring_visit_confirm
 from sdv.monitoring.travel import haversine_km
 from studies.audit import set_audit
 from studies.models import Role, Site, StudyMembership
@@ -226,3 +226,23 @@ def test_a_road_distance_matrix_in_the_plan_replaces_the_great_circle_in_the_tri
         assert trip.travel_km == pytest.approx(sum(km(a, b) for a, b in zip(stops, stops[1:], strict=False)), abs=0.01)
         assert sum(trip.visits.values_list("travel_km", flat=True)) == pytest.approx(trip.travel_km, abs=0.01)
     assert figures["travel_km"] == pytest.approx(sum(t.travel_km for t in trips), abs=0.1)
+
+
+def test_a_monitor_who_left_the_plan_keeps_their_visits_done_and_the_study_is_planned_again(study):
+    actor = UserFactory(username="agent.left")
+    monitoring_plan_import(study=study, raw=PLAN.read_bytes(), actor=actor)
+    monitoring_plan_schedule(study=study, actor=actor, today=TODAY, time_limit=3)
+    done = MonitoringVisit.objects.filter(study=study, monitor__user__username="cra.jan").order_by("date").first()
+    monitoring_visit_complete(visit=done, actor=actor, today=done.date)
+    document = json.loads(PLAN.read_text())
+    document["monitors"] = [m for m in document["monitors"] if m["username"] != "cra.jan"]  # jan left
+    monitoring_plan_import(study=study, raw=json.dumps(document).encode(), actor=actor)
+    later = done.date + datetime.timedelta(days=1)
+
+    figures = monitoring_plan_schedule(study=study, actor=actor, today=later, time_limit=3)
+    assert figures["breaches"] == 0
+    done.refresh_from_db()
+    assert (done.status, done.monitor.user.username, done.date) == ("done", "cra.jan", done.date)
+    # What jan had planned from that day on is anna's now (or no longer needed).
+    assert not MonitoringVisit.objects.filter(study=study, monitor__user__username="cra.jan", status="planned",
+                                              date__gte=later).exists()

@@ -240,3 +240,16 @@ def test_bench_monitoring_reports_breaches_travel_and_time_as_one_json_line_last
     assert 0 < small["travel_km"] < small["naive_km"] and small["travel_ratio"] == round(
         small["travel_km"] / small["naive_km"], 3)
     assert 0 < small["seconds"] < 3 + 10 and small["status"] in ("OPTIMAL", "FEASIBLE")
+
+
+def test_breaches_of_visits_made_before_today_are_past_and_do_not_stop_a_new_plan():
+    # Done before today: on a Saturday, and by a monitor no longer in the plan. Nothing planned now
+    # can mend them: the checker reports them as past, and the solver plans the rest.
+    today = MONDAY + D(days=14)
+    p = problem([site("701")], [monitor("anna")], weeks=8, not_before=today)
+    p.visits = [Visit("701", "anna", MONDAY + D(days=5), "on_site", status="done", id=1),
+                Visit("701", "ben", MONDAY + D(days=8), "on_site", status="done", id=2)]
+    visits = planned(p)
+    found = check(p, visits, previous=p.visits)
+    assert {(b.constraint, b.past) for b in found} == {("weekend", True), ("countries", True)}
+    assert {v.id for v in visits} >= {1, 2} and all(v.date >= today for v in visits if v.id is None)
