@@ -152,11 +152,25 @@ def test_a_bad_plan_is_refused_naming_the_key_and_nothing_is_stored(plan, messag
     assert not DeviationPlan.history.filter(study_id=trial.study.pk).exists()
 
 
-def test_keys_beyond_the_documented_ones_are_allowed_at_the_top_level():
+def test_keys_beyond_the_documented_ones_are_allowed_at_the_top_level_and_inside_every_section():
+    """The issue's shape: "keys beyond these allowed". They are stored and change no rule."""
     trial = Trial(plan=None)
-    plan, created = plan_import(study=trial.study, content={**PLAN, "sponsor_notes": "amendment 3"},
-                                actor=trial.actor, reason="test")
+    extended = {**PLAN, "sponsor_notes": "amendment 3",
+                "visits": {name: {**spec, "visitnum": n} for n, (name, spec) in enumerate(PLAN["visits"].items())},
+                "consent": {**PLAN["consent"], "note": "re-consent after amendment 3"},
+                "dosing": {"arms": {arm: {**spec, "label": arm.title()}
+                                    for arm, spec in PLAN["dosing"]["arms"].items()}, "route": "oral"},
+                "prohibited_medications": [{**m, "atc": "J04AB02"} for m in PLAN["prohibited_medications"]],
+                "eligibility": {**PLAN["eligibility"], "version": "3.0"},
+                "safety": {**PLAN["safety"], "contact": "pv@example.org"}}
+    plan, created = plan_import(study=trial.study, content=extended, actor=trial.actor, reason="test")
     assert created and plan.content["sponsor_notes"] == "amendment 3"
+    assert plan.content["visits"]["WEEK 2"]["visitnum"] == 2 and plan.content["dosing"]["route"] == "oral"
+    subject = trial.subject()
+    late = trial.visit(subject, "WEEK 2", day(20))
+    done = detection_run(study=trial.study, actor=trial.actor, plan=plan)
+    assert Deviation.objects.filter(study=trial.study, evidence_key=f"visit_window:{late.pk}").exists()
+    assert done.counts["not_run"] == []
 
 
 def _reviewer(trial):
