@@ -66,7 +66,8 @@ def deviation_report(*, actor, site: Site, category: str, description: str, subj
         detected_on=today, reported_by=actor, **coding)
     deviation.full_clean()
     set_audit(deviation, actor=actor, reason="Deviation reported")
-    deviation.save()
+    with transaction.atomic():  # the deviation and its history row, or neither
+        deviation.save()
     return deviation
 
 
