@@ -160,3 +160,28 @@ def test_the_periodic_summary_is_stored_once_per_period_with_its_inputs():
                                               period_end=datetime.date(2025, 3, 31), review_within_days=30)
     assert not created and again.pk == report.pk and ComplianceReport.objects.count() == 1
     assert report.history.get().history_user == trial.actor
+
+
+def test_detected_deviations_feed_kri0003_and_kri0004_and_withdrawn_ones_do_not():
+    from sdv.models import KriResult  # noqa: PLC0415
+    from sdv.services import kri_snapshot_compute  # noqa: PLC0415
+
+    trial = Trial()
+    late_consent = trial.subject(consent=day(-13))  # after the screening visit: important
+    late_visit = trial.visit(trial.subject(), "WEEK 2", day(20))  # out of window: non-important
+    detection_run(study=trial.study, actor=trial.actor)
+    assert set(Deviation.objects.filter(study=trial.study).values_list("category", "importance")) == {
+        ("informed_consent", "important"), ("visit_window", "non_important")}
+
+    def numerators(on):
+        snapshot = kri_snapshot_compute(study=trial.study, snapshot_date=on, actor=trial.actor)
+        return {r.kri_id: r.numerator for r in KriResult.objects.filter(
+            snapshot=snapshot, kri_id__in=["kri0003", "kri0004"], group=trial.site.number)}
+
+    assert numerators(datetime.date(2025, 6, 1)) == {"kri0003": 1, "kri0004": 1}
+    late_visit.actual_date = day(16)  # corrected: the detector withdraws it, the KRI no longer counts it
+    set_audit(late_visit, actor=trial.actor, reason="Visit date corrected against source")
+    late_visit.save()
+    detection_run(study=trial.study, actor=trial.actor)
+    assert numerators(datetime.date(2025, 6, 2)) == {"kri0003": 0, "kri0004": 1}
+    assert Deviation.objects.get(subject=late_consent).resolution == ""
