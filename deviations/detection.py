@@ -32,7 +32,7 @@ class NoPlan(LookupError):
     """The study has no deviation plan: nothing to detect against."""
 
 
-def _epochs(findings: pd.DataFrame, data) -> pd.Series:
+def epochs(findings: pd.DataFrame, data) -> pd.Series:
     """SDTM EPOCH of each finding's date: before the first dose SCREENING, up to the last dose
     TREATMENT, after it FOLLOW-UP; unknown without a date."""
     when = pd.to_datetime(findings["occurred_on"])
@@ -61,7 +61,7 @@ def _findings(plan: DeviationPlan, data) -> tuple[pd.DataFrame, list[str], dict]
     today = pd.Timestamp(timezone.now().date())
     occurred = pd.to_datetime(findings["occurred_on"]).clip(upper=today)
     findings["occurred_on"] = occurred.dt.date.astype(object).where(occurred.notna(), None)
-    findings["epoch"] = _epochs(findings, data)
+    findings["epoch"] = epochs(findings, data)
     findings["site"] = findings["subject"].map(data.subjects["site"])
     findings["visit"] = pd.array(findings["visit"], dtype="Int64")
     codes = {(c, r): code(c, r) for c, r in set(zip(findings["category"], findings["rule"], strict=True))}

@@ -54,6 +54,7 @@ def test_export_dv_writes_sas_transport_v5_that_reads_back(tmp_path):
     assert (other["DVSEQ"], other["DVREFID"], other["DVDECOD"], other["DVSTDY"]) == (
         2.0, "CTMS-7", "", 40.0)
     assert other["DVTERM"] == "Expired kit" and other["DVSCAT"] == "NON-IMPORTANT"
+    assert other["EPOCH"] == "TREATMENT"  # a source's deviation: EPOCH from its date and the first dose
     widths = dict(zip(meta.column_names, [meta.variable_storage_width[c] for c in meta.column_names], strict=True))
     assert widths["DOMAIN"] == 2 and all(w <= 200 for w in widths.values())
     csv = pd.read_csv(tmp_path / "dv.csv", keep_default_na=False)
@@ -185,3 +186,20 @@ def test_detected_deviations_feed_kri0003_and_kri0004_and_withdrawn_ones_do_not(
     detection_run(study=trial.study, actor=trial.actor)
     assert numerators(datetime.date(2025, 6, 2)) == {"kri0003": 0, "kri0004": 1}
     assert Deviation.objects.get(subject=late_consent).resolution == ""
+
+
+def test_dv_epoch_of_a_persons_deviation_follows_its_date_against_first_and_last_dose(tmp_path):
+    trial = Trial()
+    subject = trial.subject()
+    trial.record(subject, "EX", "1", EXDOSE="40", EXDOSU="mg", EXSTDTC="2025-03-01", EXENDTC="2025-04-30")
+    for on, text in ((day(-5), "Screening lab drawn twice"), (day(30), "Diary not returned"),
+                     (datetime.date(2025, 6, 15), "Follow-up call missed"), (None, "Date not known")):
+        deviation = Deviation(study=trial.study, site=subject.site, subject=subject, category="other",
+                              source="manual", description=text, occurred_on=on)
+        set_audit(deviation, actor=trial.actor, reason="reported")
+        deviation.save()
+    out = tmp_path / "dv.xpt"
+    call_command("export_dv", "--study", trial.study.protocol_id, str(out))
+    frame, _ = pyreadstat.read_xport(str(out))
+    assert list(zip(frame["DVSTDTC"], frame["EPOCH"], strict=True)) == [
+        ("2025-02-24", "SCREENING"), ("2025-03-30", "TREATMENT"), ("2025-06-15", "FOLLOW-UP"), ("", "")]
