@@ -5,7 +5,8 @@ and reconcile what they found with the stored detected deviations, set-based and
 - a finding already stored changes nothing, unless its evidence changed (then the deviation is
   updated, audited); a person's coding or importance is never overwritten;
 - a stored open deviation whose detector ran and no longer finds it is closed as withdrawn with
-  the reason, and reopened if the data breaks the rule again.
+  the reason, and reopened if the data breaks the rule again; one a person closed or reopened
+  (status_by_person) is neither reopened nor closed by the detector.
 Deviations of a detector the plan switches off are left as they are."""
 
 import json
@@ -31,7 +32,7 @@ class NoPlan(LookupError):
     """The study has no deviation plan: nothing to detect against."""
 
 
-def _epochs(findings: pd.DataFrame, data) -> pd.Series:
+def epochs(findings: pd.DataFrame, data) -> pd.Series:
     """SDTM EPOCH of each finding's date: before the first dose SCREENING, up to the last dose
     TREATMENT, after it FOLLOW-UP; unknown without a date."""
     when = pd.to_datetime(findings["occurred_on"])
@@ -60,7 +61,7 @@ def _findings(plan: DeviationPlan, data) -> tuple[pd.DataFrame, list[str], dict]
     today = pd.Timestamp(timezone.now().date())
     occurred = pd.to_datetime(findings["occurred_on"]).clip(upper=today)
     findings["occurred_on"] = occurred.dt.date.astype(object).where(occurred.notna(), None)
-    findings["epoch"] = _epochs(findings, data)
+    findings["epoch"] = epochs(findings, data)
     findings["site"] = findings["subject"].map(data.subjects["site"])
     findings["visit"] = pd.array(findings["visit"], dtype="Int64")
     codes = {(c, r): code(c, r) for c, r in set(zip(findings["category"], findings["rule"], strict=True))}
@@ -96,7 +97,8 @@ def detection_run(*, study: Study, actor, plan: DeviationPlan | None = None) -> 
 
 
 def _stored(study: Study, categories: list[str]) -> pd.DataFrame:
-    columns = ["pk", "evidence_key", "category", "status", "resolution", "coding_by_person", "importance_by_person",
+    columns = ["pk", "evidence_key", "category", "status", "resolution", "status_by_person", "coding_by_person",
+               "importance_by_person",
                "dvcat", "dvdecod", "dvterm", "importance", *COMPARED]
     rows = (Deviation.objects.filter(study=study, source=Deviation.Source.DETECTED, category__in=categories)
             .exclude(evidence_key="").values_list(*columns))
@@ -131,14 +133,15 @@ def _reconcile(*, study, plan, findings: pd.DataFrame, ran: list[str], actor) ->
             if not row["importance_by_person"]:
                 want["importance"] = f["importance"]
             changed = {k: v for k, v in want.items() if _differs(row[k], v)}
-            if row["resolution"] == Deviation.Resolution.WITHDRAWN:
+            if row["resolution"] == Deviation.Resolution.WITHDRAWN and not row["status_by_person"]:
                 changed |= {"status": Deviation.Status.OPEN, "resolution": "", "closed_on": None}
                 reopened.append((int(row["pk"]), changed, f["category"]))
             elif changed:
                 updated.append((int(row["pk"]), changed, f["category"]))
     if not stored.empty:
         gone = stored[~stored["evidence_key"].isin(list(keys))
-                      & stored["status"].isin([Deviation.Status.OPEN, Deviation.Status.UNDER_REVIEW])]
+                      & stored["status"].isin([Deviation.Status.OPEN, Deviation.Status.UNDER_REVIEW])
+                      & ~stored["status_by_person"].astype(bool)]
         closed = [(int(pk), {"status": Deviation.Status.CLOSED, "resolution": Deviation.Resolution.WITHDRAWN,
                              "closed_on": today}, category) for pk, category in zip(gone["pk"], gone["category"],
                                                                                     strict=True)]
@@ -202,7 +205,8 @@ def _create(study, plan, new: pd.DataFrame, actor) -> None:
         "category": new["category"].to_numpy(), "term": "", "dvcat": new["dvcat"].to_numpy(),
         "dvdecod": new["dvdecod"].to_numpy(), "dvterm": new["dvterm"].to_numpy(), "coding_by_person": False,
         "importance": new["importance"].to_numpy(), "importance_by_person": False, "status": Deviation.Status.OPEN,
-        "resolution": "", "source": Deviation.Source.DETECTED, "description": new["description"].to_numpy(),
+        "resolution": "", "status_by_person": False,
+        "source": Deviation.Source.DETECTED, "description": new["description"].to_numpy(),
         "occurred_on": new["occurred_on"].to_numpy(), "detected_on": today, "closed_on": None,
         "epoch": new["epoch"].to_numpy(), "external_id": "", "rule": new["rule"].to_numpy(),
         "evidence_key": new["key"].to_numpy(), "plan_id": plan.pk, "root_cause": "",

@@ -93,6 +93,8 @@ class Deviation(models.Model):
                                                help_text="Importance set by a person: the detector keeps it")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     resolution = models.CharField(max_length=16, choices=Resolution.choices, blank=True)
+    status_by_person = models.BooleanField(
+        default=False, help_text="Closed or reopened by a person: the detector neither reopens nor closes it")
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.MANUAL)
     description = models.TextField()
     occurred_on = models.DateField(null=True, blank=True)

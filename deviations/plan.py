@@ -2,8 +2,9 @@
 
 Validated by a JSON schema (a bad file is refused with a message naming the key, and nothing is
 stored), stored versioned and audited: an unchanged file (same canonical JSON) makes no new version.
-Keys beyond the documented ones are allowed at the top level (a sponsor's own notes); inside the
-known sections they are refused, since a misspelt key there would silently switch a rule off.
+Keys beyond the documented ones are allowed, at the top level and inside every section (a
+sponsor's own notes, a visit's VISITNUM): they are stored and ignored. The documented keys are
+validated (type, range, required), so a rule cannot be switched on with a value it cannot read.
 
 A section that is absent switches its detector off. `data` (optional) names the study's items the
 detectors read where they are not the SDTM / clindata names (see deviations.detectors.data)."""
@@ -32,45 +33,44 @@ SCHEMA = {
         "visits": {
             "type": "object", "minProperties": 1,
             "additionalProperties": {
-                "type": "object", "required": ["day"], "additionalProperties": False,
+                "type": "object", "required": ["day"],
                 "properties": {"day": {"type": "integer", "not": {"const": 0}},
                                "before": {"type": "integer", "minimum": 0}, "after": {"type": "integer", "minimum": 0}},
             },
         },
         "consent": {
-            "type": "object", "additionalProperties": False,
+            "type": "object",
             "properties": {"before_first_visit": {"type": "boolean"}, "before_first_dose": {"type": "boolean"},
                            "required": {"type": "boolean"}},
         },
         "dosing": {
-            "type": "object", "required": ["arms"], "additionalProperties": False,
+            "type": "object", "required": ["arms"],
             "properties": {"arms": {"type": "object", "minProperties": 1, "additionalProperties": {
-                "type": "object", "required": ["doses"], "additionalProperties": False,
+                "type": "object", "required": ["doses"],
                 "properties": {"doses": {"type": "array", "minItems": 1, "items": {"type": "number", "minimum": 0}},
                                "units": {"type": "string", "maxLength": 40}}}}},
         },
         "prohibited_medications": {
             "type": "array",
-            "items": {"type": "object", "required": ["name"], "additionalProperties": False,
+            "items": {"type": "object", "required": ["name"],
                       "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 200},
                                      "washout_days": {"type": "integer", "minimum": 0}}},
         },
-        "eligibility": {"type": "object", "additionalProperties": False,
-                        "properties": {"criteria_not_met_is_deviation": {"type": "boolean"}}},
-        "safety": {"type": "object", "required": ["report_within_days"], "additionalProperties": False,
+        "eligibility": {"type": "object", "properties": {"criteria_not_met_is_deviation": {"type": "boolean"}}},
+        "safety": {"type": "object", "required": ["report_within_days"],
                    "properties": {"report_within_days": {"type": "integer", "minimum": 0}}},
         "importance": {"type": "object", "propertyNames": {"enum": [*CATEGORIES, "other"]},
                        "additionalProperties": {"enum": Deviation.Importance.values}},
         "data": {
-            "type": "object", "additionalProperties": False,
+            "type": "object",
             "properties": {
-                "exposure": {"type": "object", "additionalProperties": False,
-                             "properties": {"dose": _ITEM, "units": _ITEM, "start": _ITEM, "end": _ITEM}},
-                "con_meds": {"type": "object", "additionalProperties": False,
-                             "properties": {"decod": _ITEM, "term": _ITEM, "start": _ITEM, "end": _ITEM}},
-                "adverse_events": {"type": "object", "additionalProperties": False,
-                                   "properties": {"serious": _ITEM, "onset": _ITEM, "reported": _ITEM}},
-                "eligibility": {"type": "object", "additionalProperties": False,
+                "exposure": {"type": "object", "properties": {"dose": _ITEM, "units": _ITEM, "start": _ITEM,
+                                                              "end": _ITEM}},
+                "con_meds": {"type": "object", "properties": {"decod": _ITEM, "term": _ITEM, "start": _ITEM,
+                                                              "end": _ITEM}},
+                "adverse_events": {"type": "object", "properties": {"serious": _ITEM, "onset": _ITEM,
+                                                                    "reported": _ITEM}},
+                "eligibility": {"type": "object",
                                 "properties": {"item": _ITEM,
                                                "not_met": {"type": "array", "items": {"type": "string"}}}},
             },

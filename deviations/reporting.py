@@ -48,14 +48,31 @@ def reportable(study: Study) -> QuerySet[Deviation]:
             .select_related("site", "subject", "visit__definition"))
 
 
+def _epochs_where_known(study: Study, frame: pd.DataFrame) -> pd.Series:
+    """EPOCH as stored (detected deviations), else from the deviation's date, the subject's first
+    dose and last exposure, as PatternRecognition derives it (a person's or a source's deviation)."""
+    from deviations.detection import epochs  # noqa: PLC0415 (detection imports the models this module does)
+    from deviations.detectors.data import StudyData, read_exposure, read_subjects  # noqa: PLC0415
+
+    missing = (frame["epoch"].fillna("") == "") & frame["occurred_on"].notna()
+    if not missing.any():
+        return frame["epoch"]
+    plan = plan_latest(study=study)
+    data = StudyData(subjects=read_subjects(study), visits=pd.DataFrame())
+    read_exposure(study, plan.content if plan else {}, data)
+    derived = epochs(frame.loc[missing, ["subject", "occurred_on"]], data)
+    return frame["epoch"].where(~missing, derived)
+
+
 def dv_frame(*, study: Study) -> pd.DataFrame:
     """The DV domain of the study, one row per deviation of a subject, DVSEQ per subject in date order."""
     rows = reportable(study).filter(subject__isnull=False).values_list(
-        "pk", "external_id", "subject__subject_id", "subject__first_dose_date", "dvterm", "term", "description",
-        "dvdecod", "dvcat", "importance", "epoch", "occurred_on")
+        "pk", "external_id", "subject_id", "subject__subject_id", "subject__first_dose_date", "dvterm", "term",
+        "description", "dvdecod", "dvcat", "importance", "epoch", "occurred_on")
     frame = pd.DataFrame.from_records(list(rows), columns=[
-        "pk", "external_id", "usubjid", "first_dose", "dvterm", "term", "description", "dvdecod", "dvcat",
-        "importance", "epoch", "occurred_on"])
+        "pk", "external_id", "subject", "usubjid", "first_dose", "dvterm", "term", "description", "dvdecod",
+        "dvcat", "importance", "epoch", "occurred_on"])
+    frame["epoch"] = _epochs_where_known(study, frame)
     frame = frame.sort_values(["usubjid", "occurred_on", "pk"], na_position="last", kind="stable")
     when = pd.to_datetime(frame["occurred_on"])
     first = pd.to_datetime(frame["first_dose"])

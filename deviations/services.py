@@ -66,7 +66,8 @@ def deviation_report(*, actor, site: Site, category: str, description: str, subj
         detected_on=today, reported_by=actor, **coding)
     deviation.full_clean()
     set_audit(deviation, actor=actor, reason="Deviation reported")
-    deviation.save()
+    with transaction.atomic():  # the deviation and its history row, or neither
+        deviation.save()
     return deviation
 
 
@@ -84,6 +85,8 @@ def deviation_transition(*, deviation: Deviation, actor, transition: str, reason
             raise ValidationError({"status": f"A deviation {deviation.get_status_display().lower()} cannot be "
                                              f"{'re-opened' if transition == 'reopen' else transition + 'ed'}."})
         deviation.status = target
+        if transition in ("close", "reopen"):  # a person's decision: the detector keeps it
+            deviation.status_by_person = True
         if target == Deviation.Status.CLOSED:
             if resolution not in Deviation.Resolution.values:
                 raise ValidationError({"resolution": f"One of {', '.join(Deviation.Resolution.values)}."})

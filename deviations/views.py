@@ -18,6 +18,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from agents.orchestrator import WorkflowCannotStart, workflow_start
@@ -124,9 +125,10 @@ def deviation_bulk_view(request, pk: int):
     study = _study(request, pk)
     ids = [int(i) for i in request.POST.getlist("ids") if i.isascii() and i.isdigit() and len(i) < 18]
     rows = list(deviation_list(user=request.user).filter(study=study, pk__in=ids))
-    back = request.POST.get("next") or reverse("study-deviations", args=[study.pk])
-    if not back.startswith("/"):
-        back = reverse("study-deviations", args=[study.pk])
+    back = request.POST.get("next") or ""
+    if not (back.startswith("/") and url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
+                                                                      require_https=request.is_secure())):
+        back = reverse("study-deviations", args=[study.pk])  # never another site's address ("//host/...")
     if not rows:
         messages.error(request, "Select at least one deviation.")
         return redirect(back)

@@ -185,3 +185,25 @@ def test_data_managers_and_sponsors_sign_the_periodic_report_with_their_password
         assert report.history.latest("history_date").history_change_reason == "Signed (approved)"
     else:
         assert signed.status_code == 403 and not report.signed_at
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_report_whose_audit_row_cannot_be_written_stores_nothing(monkeypatch):
+    """Atomic: the deviation and its history row, or neither (the audit write fails here)."""
+    from simple_history.models import HistoricalRecords  # noqa: PLC0415
+
+    world = build_world()
+    a1 = world.sites["A1"]
+    before = Deviation.objects.count()
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("audit table unavailable")
+
+    monkeypatch.setattr(HistoricalRecords, "create_historical_record", refuse)
+    client = client_for(world.users[Role.CRA])
+    client.raise_request_exception = False
+    answer = client.post("/api/v1/deviations/", {"subject": a1.subject.pk, "category": "informed_consent",
+                                                 "description": "Consent form version 2 used"}, format="json")
+    assert answer.status_code == 500
+    assert Deviation.objects.count() == before
+    assert not Deviation.objects.filter(description="Consent form version 2 used").exists()

@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from deviations.detection import NoPlan, detection_run
 from deviations.models import DetectionPass, Deviation, DeviationPlan
 from deviations.plan import PlanInvalid, plan_import
-from deviations.services import deviation_recode
+from deviations.services import deviation_recode, deviation_transition
 from studies.audit import set_audit
 from studies.models import Role
 from studies.services import membership_grant
@@ -152,8 +152,62 @@ def test_a_bad_plan_is_refused_naming_the_key_and_nothing_is_stored(plan, messag
     assert not DeviationPlan.history.filter(study_id=trial.study.pk).exists()
 
 
-def test_keys_beyond_the_documented_ones_are_allowed_at_the_top_level():
+def test_keys_beyond_the_documented_ones_are_allowed_at_the_top_level_and_inside_every_section():
+    """The issue's shape: "keys beyond these allowed". They are stored and change no rule."""
     trial = Trial(plan=None)
-    plan, created = plan_import(study=trial.study, content={**PLAN, "sponsor_notes": "amendment 3"},
-                                actor=trial.actor, reason="test")
+    extended = {**PLAN, "sponsor_notes": "amendment 3",
+                "visits": {name: {**spec, "visitnum": n} for n, (name, spec) in enumerate(PLAN["visits"].items())},
+                "consent": {**PLAN["consent"], "note": "re-consent after amendment 3"},
+                "dosing": {"arms": {arm: {**spec, "label": arm.title()}
+                                    for arm, spec in PLAN["dosing"]["arms"].items()}, "route": "oral"},
+                "prohibited_medications": [{**m, "atc": "J04AB02"} for m in PLAN["prohibited_medications"]],
+                "eligibility": {**PLAN["eligibility"], "version": "3.0"},
+                "safety": {**PLAN["safety"], "contact": "pv@example.org"}}
+    plan, created = plan_import(study=trial.study, content=extended, actor=trial.actor, reason="test")
     assert created and plan.content["sponsor_notes"] == "amendment 3"
+    assert plan.content["visits"]["WEEK 2"]["visitnum"] == 2 and plan.content["dosing"]["route"] == "oral"
+    subject = trial.subject()
+    late = trial.visit(subject, "WEEK 2", day(20))
+    done = detection_run(study=trial.study, actor=trial.actor, plan=plan)
+    assert Deviation.objects.filter(study=trial.study, evidence_key=f"visit_window:{late.pk}").exists()
+    assert done.counts["not_run"] == []
+
+
+def _reviewer(trial):
+    reviewer = UserFactory(username=f"mm{trial.study.pk}")
+    membership_grant(user=reviewer, study=trial.study, role=Role.MEDICAL_MONITOR)
+    return reviewer
+
+
+def test_a_deviation_a_person_withdrew_is_not_reopened_by_the_detector():
+    """The data still breaks the rule, but a person judged it no deviation (raised in error): the
+    next pass leaves their decision as it is."""
+    trial, _, visit = late_visit_trial()
+    detection_run(study=trial.study, actor=trial.actor)
+    deviation = Deviation.objects.get(evidence_key=f"visit_window:{visit.pk}")
+    deviation_transition(deviation=deviation, actor=_reviewer(trial), transition="close",
+                         reason="Visit moved with the sponsor's written approval", resolution="withdrawn")
+    history = deviation.history.count()
+    done = detection_run(study=trial.study, actor=trial.actor)
+    deviation.refresh_from_db()
+    assert (deviation.status, deviation.resolution) == ("closed", "withdrawn")
+    assert done.counts["totals"]["reopened"] == 0 and deviation.history.count() == history
+
+
+def test_a_deviation_a_person_reopened_is_not_closed_again_by_the_detector():
+    """The detector withdrew it (data corrected), a person reopened it (the correction does not
+    undo the deviation): the next pass keeps it open."""
+    trial, _, visit = late_visit_trial()
+    detection_run(study=trial.study, actor=trial.actor)
+    visit.actual_date = day(16)
+    set_audit(visit, actor=trial.actor, reason="Visit date corrected")
+    visit.save()
+    detection_run(study=trial.study, actor=trial.actor)
+    deviation = Deviation.objects.get(evidence_key=f"visit_window:{visit.pk}")
+    assert deviation.resolution == "withdrawn"
+    deviation_transition(deviation=deviation, actor=_reviewer(trial), transition="reopen",
+                         reason="The correction was back-dated: the visit was late")
+    done = detection_run(study=trial.study, actor=trial.actor)
+    deviation.refresh_from_db()
+    assert (deviation.status, deviation.resolution) == ("open", "")
+    assert done.counts["totals"]["closed"] == 0

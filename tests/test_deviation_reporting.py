@@ -54,6 +54,7 @@ def test_export_dv_writes_sas_transport_v5_that_reads_back(tmp_path):
     assert (other["DVSEQ"], other["DVREFID"], other["DVDECOD"], other["DVSTDY"]) == (
         2.0, "CTMS-7", "", 40.0)
     assert other["DVTERM"] == "Expired kit" and other["DVSCAT"] == "NON-IMPORTANT"
+    assert other["EPOCH"] == "TREATMENT"  # a source's deviation: EPOCH from its date and the first dose
     widths = dict(zip(meta.column_names, [meta.variable_storage_width[c] for c in meta.column_names], strict=True))
     assert widths["DOMAIN"] == 2 and all(w <= 200 for w in widths.values())
     csv = pd.read_csv(tmp_path / "dv.csv", keep_default_na=False)
@@ -160,3 +161,45 @@ def test_the_periodic_summary_is_stored_once_per_period_with_its_inputs():
                                               period_end=datetime.date(2025, 3, 31), review_within_days=30)
     assert not created and again.pk == report.pk and ComplianceReport.objects.count() == 1
     assert report.history.get().history_user == trial.actor
+
+
+def test_detected_deviations_feed_kri0003_and_kri0004_and_withdrawn_ones_do_not():
+    from sdv.models import KriResult  # noqa: PLC0415
+    from sdv.services import kri_snapshot_compute  # noqa: PLC0415
+
+    trial = Trial()
+    late_consent = trial.subject(consent=day(-13))  # after the screening visit: important
+    late_visit = trial.visit(trial.subject(), "WEEK 2", day(20))  # out of window: non-important
+    detection_run(study=trial.study, actor=trial.actor)
+    assert set(Deviation.objects.filter(study=trial.study).values_list("category", "importance")) == {
+        ("informed_consent", "important"), ("visit_window", "non_important")}
+
+    def numerators(on):
+        snapshot = kri_snapshot_compute(study=trial.study, snapshot_date=on, actor=trial.actor)
+        return {r.kri_id: r.numerator for r in KriResult.objects.filter(
+            snapshot=snapshot, kri_id__in=["kri0003", "kri0004"], group=trial.site.number)}
+
+    assert numerators(datetime.date(2025, 6, 1)) == {"kri0003": 1, "kri0004": 1}
+    late_visit.actual_date = day(16)  # corrected: the detector withdraws it, the KRI no longer counts it
+    set_audit(late_visit, actor=trial.actor, reason="Visit date corrected against source")
+    late_visit.save()
+    detection_run(study=trial.study, actor=trial.actor)
+    assert numerators(datetime.date(2025, 6, 2)) == {"kri0003": 0, "kri0004": 1}
+    assert Deviation.objects.get(subject=late_consent).resolution == ""
+
+
+def test_dv_epoch_of_a_persons_deviation_follows_its_date_against_first_and_last_dose(tmp_path):
+    trial = Trial()
+    subject = trial.subject()
+    trial.record(subject, "EX", "1", EXDOSE="40", EXDOSU="mg", EXSTDTC="2025-03-01", EXENDTC="2025-04-30")
+    for on, text in ((day(-5), "Screening lab drawn twice"), (day(30), "Diary not returned"),
+                     (datetime.date(2025, 6, 15), "Follow-up call missed"), (None, "Date not known")):
+        deviation = Deviation(study=trial.study, site=subject.site, subject=subject, category="other",
+                              source="manual", description=text, occurred_on=on)
+        set_audit(deviation, actor=trial.actor, reason="reported")
+        deviation.save()
+    out = tmp_path / "dv.xpt"
+    call_command("export_dv", "--study", trial.study.protocol_id, str(out))
+    frame, _ = pyreadstat.read_xport(str(out))
+    assert list(zip(frame["DVSTDTC"], frame["EPOCH"], strict=True)) == [
+        ("2025-02-24", "SCREENING"), ("2025-03-30", "TREATMENT"), ("2025-06-15", "FOLLOW-UP"), ("", "")]

@@ -191,3 +191,14 @@ def test_a_data_manager_reviews_in_bulk_and_recodes_in_the_browser(world, live_s
     assert (a1.deviation.status, a1.deviation.importance, a1.deviation.importance_by_person) == (
         "under_review", "important", True)
     assert re.search(r"/deviations/\d+/$", page.url)
+
+
+@pytest.mark.parametrize("target", ["//evil.example/phish", "/\\evil.example", "https://evil.example/"])
+def test_bulk_review_never_redirects_to_another_site(client, world, target):
+    study, a1 = world.studies["A"], world.sites["A1"]
+    login(client, world, Role.DATA_MANAGER)
+    answer = client.post(f"/studies/{study.pk}/deviations/bulk/", {
+        "ids": [a1.deviation.pk], "transition": "review", "reason": "Weekly review", "next": target})
+    assert answer.status_code == 302 and answer["Location"] == f"/studies/{study.pk}/deviations/"
+    a1.deviation.refresh_from_db()
+    assert a1.deviation.status == "under_review"

@@ -132,3 +132,19 @@ def test_a_frame_of_values_is_stored_exactly_and_each_value_has_its_history_row(
                 history.toxicity_grade, history.abnormal_flag, history.collected_at, history.study_id) == (
             point.raw_value, point.value_number, point.value_date, point.normal_low, point.toxicity_grade,
             point.abnormal_flag, point.collected_at, point.study_id)
+
+
+@pytest.mark.django_db
+def test_clindata_subjects_keep_their_randomised_arm_for_the_dosing_detector(shared_data):
+    """Issue 16: clindata fills the subject's arm where its data has it (rawplus_ixrsrand's
+    treatment group code, early-terminated subjects included); screen failures have none."""
+    directory = shared_data / "clindata" / "parquet"
+    record = clindata_import(directory=directory, actor=UserFactory(), limit_subjects=40)
+    assert record.status == Import.Status.SUCCEEDED, record.errors
+    rand = pd.read_parquet(directory / "rawplus_ixrsrand.parquet")
+    stored = dict(Subject.objects.filter(study=record.study).exclude(status=Subject.Status.SCREEN_FAILED)
+                  .values_list("subject_id", "arm"))
+    assert len(stored) == 40
+    assert stored == {s: str(g) for s, g in zip(rand["subjid"], rand["trtgrpc"], strict=True) if s in stored}
+    assert set(stored.values()) <= {"1", "2"}
+    assert not Subject.objects.filter(study=record.study, status=Subject.Status.SCREEN_FAILED).exclude(arm="").exists()

@@ -82,6 +82,13 @@ def test_the_list_has_the_issues_fields_and_filters(world):
         got = api.get(f"/api/v1/monitoring-visits/?study={study.pk}&{query}&page_size=100").json()
         assert sorted(r["id"] for r in got["results"]) == sorted(expected.values_list("pk", flat=True)), query
     assert api.get(f"/api/v1/monitoring-visits/?study={study.pk}&kind=nope").status_code == 400
+    # By site id and by trip.
+    site = _sites["702"]
+    got = api.get(f"/api/v1/monitoring-visits/?study={study.pk}&site={site.pk}&page_size=100").json()["results"]
+    assert sorted(r["id"] for r in got) == sorted(visits_of(study, site=site).values_list("pk", flat=True)) != []
+    trip_id = next(iter(trips))
+    got = api.get(f"/api/v1/monitoring-visits/?trip={trip_id}&page_size=100").json()["results"]
+    assert sorted(r["id"] for r in got) == sorted(visits_of(study, trip_id=trip_id).values_list("pk", flat=True))
 
 
 def test_site_staff_see_only_their_sites_visits_and_others_nothing(world):
@@ -104,6 +111,23 @@ def test_a_reader_may_not_change_a_visit(world):
         assert response.status_code == 403, name
     visit.refresh_from_db()
     assert visit.status == "planned" and visit.history.count() == 2  # created, then its trip leg
+
+
+def test_a_cra_of_the_site_who_is_not_the_visits_monitor_may_confirm_it_others_may_not(world):
+    study, _sites, users = world
+    visit = visits_of(study, site__number="704").exclude(monitor__user=users["cra.other"]).first()
+    elsewhere = visits_of(study, site__number="701").first()
+    api = client(users["cra.other"])  # a CRA of the study, granted site 704 only
+    assert api.post(f"/api/v1/monitoring-visits/{elsewhere.pk}/confirm/", {}, format="json").status_code == 404
+    response = api.post(f"/api/v1/monitoring-visits/{visit.pk}/confirm/", {"reason": "Covering for a colleague"},
+                        format="json")
+    assert response.status_code == 200 and response.json()["status"] == "confirmed"
+    visit.refresh_from_db()
+    last = visit.history.first()
+    assert (visit.status, last.history_user, last.history_change_reason) == (
+        "confirmed", users["cra.other"], "Covering for a colleague")
+    elsewhere.refresh_from_db()
+    assert elsewhere.status == "planned"
 
 
 def test_the_monitor_confirms_and_completes_and_a_sponsor_cancels_with_a_reason(world, monkeypatch):

@@ -6,6 +6,7 @@ Leaflet map with no tile server."""
 
 import datetime
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,21 @@ from sdv.monitoring.models import Monitor, MonitoringVisit, VisitReport
 from sdv.monitoring.plan_import import monitoring_plan_import
 from sdv.monitoring.services import monitoring_plan_schedule, monitoring_visit_cancel
 from sdv.monitoring.views import ics_token
-from studies.models import Role
+from sdv.sdv_plan import sdv_plan_update
+from studies.audit import set_audit
+from studies.models import Role, StudyMembership
 from studies.services import membership_grant
 from tests.conftest import SCREENSHOTS
-from tests.factories import SiteFactory, StudyFactory, UserFactory
+from tests.factories import (
+    DataPointFactory,
+    FormDefinitionFactory,
+    ItemDefinitionFactory,
+    SiteFactory,
+    StudyFactory,
+    SubjectFactory,
+    SubjectVisitFactory,
+    UserFactory,
+)
 
 PLAN = Path(__file__).parent / "data" / "monitoring" / "plan_small.json"
 TODAY = datetime.date(2026, 3, 2)
@@ -61,6 +73,16 @@ def test_the_plan_view_shows_calendars_map_load_and_breaches_in_red():
     assert html.count('data-testid="visit"') == first_week.count() > 0
     assert 'data-testid="monitor-cra.anna"' in html and 'data-testid="monitor-cra.jan"' in html
     assert 'id="breach-count">0<' in html and 'id="load"' in html and 'id="map-data"' in html
+    # The load: on-site days per monitor and ISO week of the horizon, as stored.
+    for username in ("cra.anna", "cra.jan"):
+        row = re.search(rf'<tr data-testid="load-{re.escape(username)}">(.*?)</tr>', html, re.S).group(1)
+        shown = [int(days) for days in re.findall(r'data-days="(\d+)"', row)]
+        mondays = [TODAY + datetime.timedelta(weeks=w) for w in range(9)]
+        stored = [sum(v.days for v in MonitoringVisit.objects.filter(
+            study=study, monitor__user__username=username, kind="on_site", date__gte=a, date__lt=b))
+            for a, b in zip(mondays, mondays[1:], strict=False)]
+        assert shown == stored, username
+        assert sum(stored) > 0 or username == "cra.jan"  # jan (CZ only) has the remote visits of 704
     month = client.get(f"/studies/{study.pk}/monitoring/?view=month&at=2026-03-15").content.decode()
     assert "March 2026" in month
     assert month.count('data-testid="visit"') == MonitoringVisit.objects.filter(
@@ -71,7 +93,10 @@ def test_the_plan_view_shows_calendars_map_load_and_breaches_in_red():
     html = client.get(f"/studies/{study.pk}/monitoring/?at=2026-03-09").content.decode()
     assert 'class="value breach-text" id="breach-count">1<' in html or 'id="breach-count">1<' in html
     assert "frequency_on_site" in html and "breach-text" in html
-    # Site staff have no plan view (they read their own site's visits in the API).
+    # Site staff have no plan view (they read their own site's visits in the API), nor has anyone
+    # outside the study.
+    site_user = study.memberships.get(role=Role.SITE_COORDINATOR).user
+    assert logged_in(site_user).get(f"/studies/{study.pk}/monitoring/").status_code == 404
     assert logged_in(UserFactory(username="nobody")).get(f"/studies/{study.pk}/monitoring/").status_code == 404
 
 
@@ -95,6 +120,31 @@ def test_a_cra_sees_their_calendar_and_subscribes_to_an_ics_feed():
         assert event.decoded("DTSTART") == visit.date and str(event["STATUS"]) == "TENTATIVE"
         assert f"site {visit.site.number}" in str(event["SUMMARY"])
     assert Client().get(f"/monitoring/monitors/{monitor.pk}/wrong-token.ics").status_code == 404
+    # The feed stops with the monitor's access: their CRA membership withdrawn, or their account.
+    membership = StudyMembership.objects.get(user=anna, study=study, role=Role.CRA)
+    membership.is_active = False
+    membership.save()
+    assert Client().get(feed_url).status_code == 404
+    assert feed_url not in client.get("/monitoring/calendar/").content.decode()  # nor offered any more
+    membership.is_active = True
+    membership.save()
+    assert Client().get(feed_url).status_code == 200
+    anna.is_active = False
+    anna.save()
+    assert Client().get(feed_url).status_code == 404
+
+
+def sdv_data(site, *, n: int) -> list:
+    visit = SubjectVisitFactory(subject=SubjectFactory(site=site))
+    form = FormDefinitionFactory(study=site.study)
+    return [DataPointFactory(visit=visit, item=ItemDefinitionFactory(study=site.study, form=form)) for _ in range(n)]
+
+
+def verify(point, *, actor) -> None:
+    point.refresh_from_db()
+    point.sdv_state = "verified"
+    set_audit(point, actor=actor, reason="verified at the visit")
+    point.save()
 
 
 def pdf_text(content: bytes) -> str:
@@ -116,16 +166,27 @@ def test_letters_are_pdfs_in_the_sites_language_and_the_report_keeps_the_sdv_pro
     for language in LANGUAGES:  # every language renders (CJK through reportlab's CID fonts)
         pdf = client.get(f"/monitoring/visits/{visit.pk}/letters/follow-up.pdf?lang={language}").content
         assert pdf.startswith(b"%PDF") and len(PdfReader(io.BytesIO(pdf)).pages) == 1
+    # The site's SDV: one subject's four values selected (its first subject, fully), one verified.
+    points = sdv_data(visit.site, n=4)
+    sdv_plan_update(site=visit.site, actor=anna, reason="test plan")
+    verify(points[0], actor=anna)
     # The report: saved, then submitted, with the SDV progress as it stood; the follow-up prints it.
     page = client.post(f"/monitoring/visits/{visit.pk}/", {"action": "save_report", "summary": "Consent forms checked.",
                                                            "findings": "One late AE entry.", "actions": "Enter AE"})
     assert page.status_code == 302
     report = VisitReport.objects.get(visit=visit)
-    assert report.status == "draft" and report.sdv_progress["selected"] == 0 and report.author == anna
+    assert report.status == "draft" and report.author == anna
+    assert {k: report.sdv_progress[k] for k in ("selected", "verified", "to_verify", "percent_verified")} == {
+        "selected": 4, "verified": 1, "to_verify": 3, "percent_verified": 25.0}
+    verify(points[1], actor=anna)  # verified during the visit: the submitted report has it
     client.post(f"/monitoring/visits/{visit.pk}/", {"action": "submit_report", "summary": "Consent forms checked.",
                                                     "findings": "One late AE entry.", "actions": "Enter AE"})
     report.refresh_from_db()
     assert report.status == "submitted" and report.history.first().history_change_reason == "Visit report submitted"
+    assert (report.sdv_progress["verified"], report.sdv_progress["percent_verified"]) == (2, 50.0)
+    verify(points[2], actor=anna)  # after submission: the report keeps what it said
+    report.refresh_from_db()
+    assert report.sdv_progress["verified"] == 2
     follow_up = pdf_text(client.get(f"/monitoring/visits/{visit.pk}/letters/follow-up.pdf").content)
     assert "Consent forms checked." in follow_up and TEXT["de"]["follow-up"] in follow_up
     detail = client.get(f"/monitoring/visits/{visit.pk}/").content.decode()

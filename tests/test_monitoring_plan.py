@@ -12,13 +12,16 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
+from django.test import Client
 
 from sdv.models import KriSnapshot, SiteRiskAssessment
 from sdv.monitoring.models import Monitor, MonitoringPlan, MonitoringTierOverride, MonitoringTrip, MonitoringVisit
 from sdv.monitoring.plan_import import monitoring_plan_import
-from sdv.monitoring.services import monitoring_plan_schedule, monitoring_visit_confirm
+from sdv.monitoring.services import monitoring_plan_schedule, monitoring_visit_complete, monitoring_visit_confirm
+from sdv.monitoring.travel import haversine_km
 from studies.audit import set_audit
 from studies.models import Role, Site, StudyMembership
+from studies.services import membership_grant
 from tests.factories import SiteFactory, StudyFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -173,3 +176,73 @@ def test_an_impossible_plan_is_refused_and_nothing_is_stored(study):
         monitoring_plan_schedule(study=study, actor=UserFactory(), today=TODAY, time_limit=2)
     assert not MonitoringVisit.objects.exists() and not MonitoringTrip.objects.exists()
     assert MonitoringPlan.objects.get(study=study).last_result == {}
+
+
+def test_a_site_left_out_of_the_plan_takes_its_tier_from_the_latest_risk_assessment(study):
+    actor = UserFactory(username="agent.test")
+    sponsor = UserFactory(username="sponsor.t")
+    membership_grant(user=sponsor, study=study, role=Role.SPONSOR)
+    monitoring_plan_import(study=study, raw=PLAN.read_bytes(), actor=actor)  # v1 gives 704 its location
+    document = json.loads(PLAN.read_text())
+    del document["sites"]["704"]  # v2 leaves 704 out: no override, its tier from the assessment
+    monitoring_plan_import(study=study, raw=json.dumps(document).encode(), actor=actor)
+    new_site = SiteFactory(study=study, number="705", country="", latitude=None, longitude=None)  # in no plan
+    assess(study, datetime.date(2026, 2, 27), {"701": "low", "702": "low", "703": "low", "704": "high"}, actor)
+
+    figures = monitoring_plan_schedule(study=study, actor=actor, today=TODAY, time_limit=3)
+    assert figures["tiers"]["704"] == "high" and figures["tiers"]["701"] == "high"  # 701: v2's override
+    visits = MonitoringVisit.objects.filter(study=study, site__number="704", kind="on_site")
+    assert visits.count() == 2 and all("high risk (risk assessment of 2026-02-27" in v.reason for v in visits)
+    # 705 has no location and is not planned: said so, not left out in silence.
+    assert not MonitoringVisit.objects.filter(site=new_site).exists()
+    assert [u["site"] for u in figures["unplanned"]] == ["705"]
+    assert "no location" in figures["unplanned"][0]["why"] and figures["unplanned"][0]["tier"] == "high"
+    client = Client()
+    client.force_login(sponsor)
+    html = client.get(f"/studies/{study.pk}/monitoring/?at=2026-03-02").content.decode()
+    assert 'id="breach-count">1<' in html and "location" in html and "site 705" in html
+
+
+def test_a_road_distance_matrix_in_the_plan_replaces_the_great_circle_in_the_trips(study):
+    actor = UserFactory(username="agent.road")
+    document = json.loads(PLAN.read_text())
+    road = {("home:cra.anna", "701"): 500.0, ("701", "702"): 77.0}
+    document["road_km"] = {"home:cra.anna": {"701": 500.0}, "702": {"701": 77.0}}  # either direction
+    monitoring_plan_import(study=study, raw=json.dumps(document).encode(), actor=actor)
+    figures = monitoring_plan_schedule(study=study, actor=actor, today=TODAY, time_limit=3)
+    where = {n: (s["lat"], s["lon"]) for n, s in document["sites"].items()}
+    where |= {f"home:{m['username']}": (m["home"]["lat"], m["home"]["lon"]) for m in document["monitors"]}
+
+    def km(a, b):
+        pair = road.get((a, b), road.get((b, a)))
+        return pair if pair is not None else haversine_km(*where[a], *where[b])
+
+    trips = list(MonitoringTrip.objects.filter(study=study))
+    assert any(t.visits.filter(site__number="701").exists() for t in trips)
+    for trip in trips:
+        stops = [f"home:{trip.monitor.user.username}",
+                 *trip.visits.order_by("date").values_list("site__number", flat=True),
+                 f"home:{trip.monitor.user.username}"]
+        assert trip.travel_km == pytest.approx(sum(km(a, b) for a, b in zip(stops, stops[1:], strict=False)), abs=0.01)
+        assert sum(trip.visits.values_list("travel_km", flat=True)) == pytest.approx(trip.travel_km, abs=0.01)
+    assert figures["travel_km"] == pytest.approx(sum(t.travel_km for t in trips), abs=0.1)
+
+
+def test_a_monitor_who_left_the_plan_keeps_their_visits_done_and_the_study_is_planned_again(study):
+    actor = UserFactory(username="agent.left")
+    monitoring_plan_import(study=study, raw=PLAN.read_bytes(), actor=actor)
+    monitoring_plan_schedule(study=study, actor=actor, today=TODAY, time_limit=3)
+    done = MonitoringVisit.objects.filter(study=study, monitor__user__username="cra.jan").order_by("date").first()
+    monitoring_visit_complete(visit=done, actor=actor, today=done.date)
+    document = json.loads(PLAN.read_text())
+    document["monitors"] = [m for m in document["monitors"] if m["username"] != "cra.jan"]  # jan left
+    monitoring_plan_import(study=study, raw=json.dumps(document).encode(), actor=actor)
+    later = done.date + datetime.timedelta(days=1)
+
+    figures = monitoring_plan_schedule(study=study, actor=actor, today=later, time_limit=3)
+    assert figures["breaches"] == 0
+    done.refresh_from_db()
+    assert (done.status, done.monitor.user.username, done.date) == ("done", "cra.jan", done.date)
+    # What jan had planned from that day on is anna's now (or no longer needed).
+    assert not MonitoringVisit.objects.filter(study=study, monitor__user__username="cra.jan", status="planned",
+                                              date__gte=later).exists()

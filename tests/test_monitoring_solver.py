@@ -4,8 +4,11 @@ what it must and moves only what must move, and the independent checker finds ea
 in plans made by hand. In memory: no database."""
 
 import datetime
+import io
+import json
 
 import pytest
+from django.core.management import call_command
 
 from sdv.monitoring import travel
 from sdv.monitoring.checker import check
@@ -57,6 +60,19 @@ def test_each_site_gets_its_tiers_frequency_and_an_on_site_visit_counts_as_conta
     assert {v.kind for v in by_site["703"]} == {"remote"}  # a low site is never visited on site needlessly
     # Fewest visits: 12 weeks need 3 on-site visits every 4 weeks, and no more.
     assert len(by_site["701"]) == 3 == minimum_visits(p, 4, [True] * p.days)
+
+
+def test_an_on_site_visit_is_the_contact_a_remote_visit_is_for():
+    # On site every 4 weeks and a contact every 4 weeks: the on-site visits are the contacts, so
+    # the solver adds no remote visit, and the checker accepts a plan of on-site visits only.
+    p = problem([site("701", tier="medium", on_site=4, remote=4)], [monitor("anna")], weeks=8)
+    visits = planned(p)
+    assert {v.kind for v in visits} == {"on_site"} and len(visits) == 2
+    by_hand = [Visit("701", "anna", MONDAY + D(weeks=w), "on_site") for w in (3, 7)]
+    assert check(p, by_hand) == []
+    # Remote visits alone are contacts but not on-site visits.
+    remote = [Visit(v.site, v.monitor, v.date, "remote") for v in by_hand]
+    assert {b.constraint for b in check(p, remote)} == {"frequency_on_site"}
 
 
 def test_a_monitor_visits_only_sites_in_their_countries():
@@ -211,3 +227,29 @@ def test_the_checker_finds_each_kind_of_breach_in_a_plan_made_by_hand():
         b.constraint for b in check(p, [*twice, Visit("701", "anna", MONDAY, "on_site")])}
     kept = Visit("701", "anna", MONDAY, "on_site", status="done", id=9)
     assert "kept" in {b.constraint for b in check(p, [], previous=[kept])}
+
+
+def test_bench_monitoring_reports_breaches_travel_and_time_as_one_json_line_last():
+    out = io.StringIO()
+    call_command("bench_monitoring", "--skip-large", "--small-time-limit", "3", stdout=out)
+    last = json.loads(out.getvalue().strip().splitlines()[-1])
+    small = last["small"]
+    assert (small["sites"], small["monitors"], small["weeks"]) == (30, 5, 12) and "large" not in last
+    assert small["breaches"] == 0 and small["breaches_by_constraint"] == {}
+    # The naive plan is measured in the same run, and the solver's plan travels less.
+    assert 0 < small["travel_km"] < small["naive_km"] and small["travel_ratio"] == round(
+        small["travel_km"] / small["naive_km"], 3)
+    assert 0 < small["seconds"] < 3 + 10 and small["status"] in ("OPTIMAL", "FEASIBLE")
+
+
+def test_breaches_of_visits_made_before_today_are_past_and_do_not_stop_a_new_plan():
+    # Done before today: on a Saturday, and by a monitor no longer in the plan. Nothing planned now
+    # can mend them: the checker reports them as past, and the solver plans the rest.
+    today = MONDAY + D(days=14)
+    p = problem([site("701")], [monitor("anna")], weeks=8, not_before=today)
+    p.visits = [Visit("701", "anna", MONDAY + D(days=5), "on_site", status="done", id=1),
+                Visit("701", "ben", MONDAY + D(days=8), "on_site", status="done", id=2)]
+    visits = planned(p)
+    found = check(p, visits, previous=p.visits)
+    assert {(b.constraint, b.past) for b in found} == {("weekend", True), ("countries", True)}
+    assert {v.id for v in visits} >= {1, 2} and all(v.date >= today for v in visits if v.id is None)

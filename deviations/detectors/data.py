@@ -96,7 +96,7 @@ class StudyData:
         return last.groupby(self.exposure["subject"]).max()
 
 
-def _subjects(study) -> pd.DataFrame:
+def read_subjects(study) -> pd.DataFrame:
     sql = (f"SELECT id, site_id, subject_id, status, consent_date, first_dose_date, arm, enrolment_date "
            f"FROM {_table(Subject)} WHERE study_id = %s")
     frame = sql_frame(sql, [study.pk], {"subject": "int", "site": "int", "subject_id": "str", "status": "str",
@@ -141,7 +141,7 @@ def _records(study, items: dict[str, int | None], *, having: str = "", having_pa
     return frame
 
 
-def _exposure(study, plan: dict, data: StudyData) -> None:
+def read_exposure(study, plan: dict, data: StudyData) -> None:
     wanted = {**DEFAULT_ITEMS["exposure"],
               **{k: [v] for k, v in (plan.get("data", {}).get("exposure") or {}).items()}}
     items = _item_ids(study, wanted)
@@ -226,9 +226,9 @@ def _unmet_criteria(study, plan: dict, data: StudyData) -> None:
 
 def study_data(*, study, plan: dict) -> StudyData:
     """Everything the plan's detectors need, read set-based; what cannot be read is in `notes`."""
-    data = StudyData(subjects=_subjects(study), visits=_visits(study))
+    data = StudyData(subjects=read_subjects(study), visits=_visits(study))
     if "dosing" in plan or "prohibited_medications" in plan or "consent" in plan:
-        _exposure(study, plan, data)
+        read_exposure(study, plan, data)
     if plan.get("prohibited_medications"):
         _con_meds(study, plan, data)
     if "safety" in plan:

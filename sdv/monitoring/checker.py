@@ -58,9 +58,16 @@ def check(problem: Problem, visits: list[Visit], *, previous: list[Visit] | None
     site_days = defaultdict(int)
     for v in visits:
         site, monitor = sites.get(v.site), monitors.get(v.monitor)
-        where = dict(site=v.site, monitor=v.monitor, date=v.date)
-        if site is None or monitor is None:
-            breaches.append(Breach("countries", f"{v.monitor} at {v.site}: unknown site or monitor", **where))
+        # A visit made before today (done, or kept as it happened) cannot be mended by any plan
+        # made now: a breach of it is past (shown, never a reason to refuse a plan or a move).
+        where = dict(site=v.site, monitor=v.monitor, date=v.date, past=v.date < today)
+        if monitor is None:
+            breaches.append(Breach("countries", f"{v.monitor} is not a monitor of the plan in force: their "
+                                                f"{v.status} visit of site {v.site} on {v.date} needs another "
+                                                "monitor or a cancellation", **where))
+            continue
+        if site is None:
+            breaches.append(Breach("countries", f"{v.monitor} at {v.site}: the site is not in the plan", **where))
             continue
         if site.country not in monitor.countries:
             breaches.append(Breach("countries", f"{v.monitor} does not work in {site.country} (site {v.site})",
@@ -87,7 +94,7 @@ def check(problem: Problem, visits: list[Visit], *, previous: list[Visit] | None
         for day, site in days:
             if day in seen:
                 breaches.append(Breach("one_on_site_a_day", f"{username} has two on-site visits on {day}",
-                                       site=site, monitor=username, date=day))
+                                       site=site, monitor=username, date=day, past=day < today))
             seen.add(day)
             iso = day.isocalendar()
             per_week[(iso[0], iso[1])] += 1
@@ -95,17 +102,19 @@ def check(problem: Problem, visits: list[Visit], *, previous: list[Visit] | None
             if count > monitors[username].days_per_week:
                 breaches.append(Breach("days_per_week", f"{username} is on site {count} days in week {year}-W{week:02d}"
                                        f" (at most {monitors[username].days_per_week})", monitor=username,
-                                       date=datetime.date.fromisocalendar(year, week, 1)))
+                                       date=datetime.date.fromisocalendar(year, week, 1),
+                                       past=datetime.date.fromisocalendar(year, week, 7) < today))
     for (username, year, week), count in remote_weeks.items():
         used = count * problem.remote_visit_hours
         if used > monitors[username].remote_hours_per_week + 1e-9:
             breaches.append(Breach("remote_hours", f"{username} has {used:g} h of remote visits in week {year}-W"
                                    f"{week:02d} (at most {monitors[username].remote_hours_per_week:g} h)",
-                                   monitor=username, date=datetime.date.fromisocalendar(year, week, 1)))
+                                   monitor=username, date=datetime.date.fromisocalendar(year, week, 1),
+                                   past=datetime.date.fromisocalendar(year, week, 7) < today))
     for (site, day), count in site_days.items():
         if count > 1:
             breaches.append(Breach("one_visit_a_day_at_a_site", f"site {site} has {count} visits on {day}",
-                                   site=site, date=day))
+                                   site=site, date=day, past=day < today))
 
     for site in problem.sites:
         own = [v for v in visits if v.site == site.number and problem.start <= v.date < problem.end]

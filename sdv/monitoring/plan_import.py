@@ -134,6 +134,9 @@ def plan_parse(raw: bytes) -> dict:
 def monitoring_plan_import(*, study: Study, raw: bytes, actor, filename: str = "") -> MonitoringPlan:
     document = plan_parse(raw)
     Study.objects.select_for_update().get(pk=study.pk)  # one import of a study at a time
+    # ...and none while the plan in force is being scheduled or a visit moved (they read the
+    # monitors and sites this import changes).
+    MonitoringPlan.objects.select_for_update().filter(study=study).order_by("-version").first()
     sites = {site.number: site for site in Site.objects.filter(study=study)}
     unknown = [number for number in document["sites"] if number not in sites]
     if unknown:

@@ -24,6 +24,17 @@ def monitoring_visit_list(*, user) -> QuerySet[MonitoringVisit]:
             .distinct())
 
 
+def monitor_feed_visits(*, monitor: Monitor) -> QuerySet[MonitoringVisit] | None:
+    """The visits of a monitor's .ics feed, scoped as the monitor's own reads are (the feed's URL
+    stands in for their login): None once their account is deactivated or they are no longer a
+    CRA of the study, so a subscription stops with the access."""
+    user = monitor.user
+    if not user.is_active or not (user.is_superuser or StudyMembership.objects.filter(
+            user=user, study_id=monitor.study_id, role=Role.CRA, is_active=True).exists()):
+        return None
+    return monitoring_visit_list(user=user).filter(monitor=monitor)
+
+
 def monitoring_trip_list(*, user) -> QuerySet[MonitoringTrip]:
     return MonitoringTrip.objects.filter(visits__in=monitoring_visit_list(user=user)).distinct()
 

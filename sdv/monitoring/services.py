@@ -1,6 +1,7 @@
 """Writes of the monitoring plan: scheduling (the MonitoringOrchestrator's service), and the
 confirm, move, cancel and complete actions on a visit. Atomic, audited with actor and reason; a
-study's scheduling and moves run one at a time (the study row is locked)."""
+study's schedulings, moves and plan imports run one at a time (the row of its plan in force is
+locked: see plan_lock)."""
 
 import datetime
 import time
@@ -42,6 +43,20 @@ def plan_in_force(*, study: Study) -> MonitoringPlan | None:
     return MonitoringPlan.objects.filter(study=study).order_by("-version").first()
 
 
+def plan_lock(*, study: Study) -> MonitoringPlan | None:
+    """The plan in force with its row locked until the transaction ends: the study's schedulings,
+    moves and plan imports wait for each other. Not the study row: imports of clinical data and
+    deviation detection lock that one, and a scheduling holds its lock for the whole solver run.
+    A plan import that committed while we waited made a newer plan the one in force: lock that."""
+    while True:
+        latest = plan_in_force(study=study)
+        if latest is None:
+            return None
+        locked = MonitoringPlan.objects.select_for_update().get(pk=latest.pk)
+        if plan_in_force(study=study).pk == locked.pk:
+            return locked
+
+
 def site_tiers(*, study: Study, plan: MonitoringPlan) -> dict[int, tuple[str, str]]:
     """Each site's tier and where it comes from: the plan's override (with its reason), else the
     latest risk assessment, else high (not assessed yet: the most cautious plan, as SDV plans do)."""
@@ -77,12 +92,18 @@ def problem_build(*, study: Study, plan: MonitoringPlan, today: datetime.date) -
     tiers = site_tiers(study=study, plan=plan)
     sites = {site.pk: site for site in Site.objects.filter(study=study)}
     previous_tiers = (plan.last_result or {}).get("tiers", {})
-    needs, reasons = [], {}
+    needs, reasons, unplanned = [], {}, []
     for site_id, (tier, source) in sorted(tiers.items()):
         site = sites[site_id]
-        if site.latitude is None or site.longitude is None:
-            continue  # not in any plan yet: the plan import gives a site its coordinates
         rule = plan.frequency.get(tier, {})
+        if site.latitude is None or site.longitude is None or not site.country:
+            # Never in a plan: no location to travel to. Said in the figures and shown as a
+            # breach on the plan view, never left out in silence.
+            if rule.get("on_site_every_weeks") or rule.get("remote_every_weeks"):
+                unplanned.append({"site": site.number, "tier": tier, "why": (
+                    f"no location: site {site.number} ({tier} risk, {_frequency_text(rule)}) is in no monitoring "
+                    "plan yet; add it to the plan's sites with its city, country, lat and lon")})
+            continue
         reason = f"{tier} risk ({source}): {_frequency_text(rule)}"
         before = previous_tiers.get(site.number)
         if before and before != tier:
@@ -102,7 +123,7 @@ def problem_build(*, study: Study, plan: MonitoringPlan, today: datetime.date) -
     rows = list(MonitoringVisit.objects.filter(study=study, date__gte=plan.start, date__lt=problem.end)
                 .exclude(status=MonitoringVisit.Status.CANCELLED).select_related("site", "monitor__user"))
     problem.visits = [_visit_of(row) for row in rows]
-    return problem, {"rows": {row.pk: row for row in rows}, "reasons": reasons,
+    return problem, {"rows": {row.pk: row for row in rows}, "reasons": reasons, "unplanned": unplanned,
                      "tiers": {sites[k].number: v[0] for k, v in tiers.items()}}
 
 
@@ -119,8 +140,7 @@ def monitoring_plan_schedule(*, study: Study, actor, today: datetime.date | None
     they are unless they must move; what the tiers no longer need is cancelled. The result is
     checked by the independent checker before anything is stored. Returns the figures."""
     started = time.perf_counter()
-    Study.objects.select_for_update().get(pk=study.pk)
-    plan = plan_in_force(study=study)
+    plan = plan_lock(study=study)
     if plan is None:
         return {"skipped": "no monitoring plan (import one with import_monitoring_plan)"}
     today = today or timezone.localdate()
@@ -147,12 +167,15 @@ def monitoring_plan_schedule(*, study: Study, actor, today: datetime.date | None
         "travel_ratio": round(travel / naive["travel_km"], 3) if naive["travel_km"] else None,
         "round_trips_km": round(naive_baseline.round_trips_km(problem, on_site), 1),
         "breaches": 0, **changes, "today": today.isoformat(), "tiers": context["tiers"],
+        "unplanned": context["unplanned"],
         "seconds": round(time.perf_counter() - started, 3),
     }
     plan.last_result = figures
     set_audit(plan, actor=actor, reason=f"Scheduled: {figures['visits']} visits, {figures['travel_km']} km")
     plan.save()
-    logger.info("monitoring_plan_scheduled", study_id=study.pk, **{k: v for k, v in figures.items() if k != "tiers"})
+    logger.info("monitoring_plan_scheduled", study_id=study.pk,
+                **{k: v for k, v in figures.items() if k not in ("tiers", "unplanned")},
+                unplanned_sites=[u["site"] for u in context["unplanned"]])
     return figures
 
 
@@ -260,7 +283,7 @@ def _grant_sites(study: Study, *, actor) -> None:
 
 # --- Actions on a visit --------------------------------------------------------------------------
 def _locked_visit(visit: MonitoringVisit) -> MonitoringVisit:
-    Study.objects.select_for_update().get(pk=visit.study_id)
+    plan_lock(study=visit.study)  # a visit changes only between schedulings, never during one
     return MonitoringVisit.objects.select_related("site", "monitor__user", "plan").get(pk=visit.pk)
 
 
@@ -331,7 +354,7 @@ def monitoring_visit_move(*, visit: MonitoringVisit, date: datetime.date, actor,
     today = today or timezone.localdate()
     if date < today:
         raise MoveRefused("past", f"the move breaks past: {date} is before today ({today})")
-    plan = plan_in_force(study=visit.study)
+    plan = plan_in_force(study=visit.study)  # locked by _locked_visit
     monitor = monitor or visit.monitor
     if monitor.study_id != visit.study_id or not monitor.active:
         raise MoveRefused("countries", f"the move breaks countries: {monitor} is not a monitor of the plan in force")
@@ -364,8 +387,10 @@ def visit_report_save(*, visit: MonitoringVisit, actor, submit: bool, **fields) 
     """Write (or submit) the visit's monitoring report, with the site's SDV progress as it stands."""
     from sdv.monitoring.selectors import sdv_progress
 
-    report = VisitReport.objects.select_for_update().filter(visit=visit).first() or VisitReport(visit=visit,
-                                                                                                author=actor)
+    # The visit's row, not the report's: two first saves at once would both find no report to
+    # lock and both insert one (the second a unique-constraint error).
+    MonitoringVisit.objects.select_for_update().get(pk=visit.pk)
+    report = VisitReport.objects.filter(visit=visit).first() or VisitReport(visit=visit, author=actor)
     if report.status == VisitReport.Status.SUBMITTED:
         raise MonitoringPlanError({"status": "the report is submitted and can no longer change"})
     for name in ("attendees", "summary", "findings", "actions"):

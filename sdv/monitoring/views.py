@@ -21,9 +21,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from agents.orchestrator import WorkflowCannotStart, agent_run_start
 from agents.services import WorkflowRunOverlap
 from sdv.monitoring import calendar_views, ics, letters, selectors, services
-from sdv.monitoring.checker import check
+from sdv.monitoring.checker import Breach, check
 from sdv.monitoring.models import Monitor, MonitoringVisit, VisitReport
-from studies.selectors import study_list
+from studies.selectors import site_list, study_list
 
 ICS_SALT = "sdv.monitoring.ics"
 
@@ -71,10 +71,13 @@ def plan_view(request, pk: int):
         own = [v for v in cal["visits"] if v.monitor_id == monitor.pk]
         rows.append({"monitor": monitor, "weeks": calendar_views.grid(own, cal["start"], cal["end"] +
                                                                       datetime.timedelta(days=1), cal["month"])})
-    problem, _ctx = services.problem_build(study=study, plan=plan, today=today)
+    problem, built = services.problem_build(study=study, plan=plan, today=today)
     visible = {v.pk for v in visits}
-    breaches = [b for b in check(problem, [v for v in problem.visits]) if b.site is None or any(
-        v.site.number == b.site for v in visits)]
+    readable = set(site_list(user=request.user, study=study).values_list("number", flat=True))
+    readable |= {v.site.number for v in visits}
+    found = check(problem, list(problem.visits)) + [Breach("location", u["why"], site=u["site"])
+                                                     for u in built["unplanned"]]
+    breaches = [b for b in found if b.site is None or b.site in readable]
     breach_keys = {(b.site, b.monitor, b.date) for b in breaches}
     context |= {
         "cal": cal, "rows": rows, "figures": plan.last_result or {}, "breaches": breaches,
@@ -167,7 +170,7 @@ def my_calendar_view(request):
     cal = _calendar(request, visits, default=upcoming if request.GET.get("at") is None else today)
     weeks = calendar_views.grid(cal["visits"], cal["start"], cal["end"] + datetime.timedelta(days=1), cal["month"])
     feeds = [{"monitor": m, "url": request.build_absolute_uri(reverse("monitoring-ics", args=[m.pk, ics_token(m)]))}
-             for m in monitors]
+             for m in monitors if selectors.monitor_feed_visits(monitor=m) is not None]  # feeds that answer
     return render(request, "sdv/monitoring/my_calendar.html",
                   {"cal": cal, "weeks": weeks, "feeds": feeds, "upcoming": [v for v in visits if v.date >= today][:20]})
 
@@ -178,8 +181,10 @@ def ics_view(request, monitor_pk: int, token: str):
     monitor = Monitor.objects.filter(pk=monitor_pk).select_related("user", "study").first()
     if monitor is None or not signing.constant_time_compare(token, ics_token(monitor)):
         raise Http404("No such calendar.")
-    visits = (MonitoringVisit.objects.filter(monitor=monitor).select_related("site", "study", "monitor__user")
-              .order_by("date"))
+    visits = selectors.monitor_feed_visits(monitor=monitor)
+    if visits is None:  # the monitor's access was withdrawn: so is the feed
+        raise Http404("No such calendar.")
+    visits = visits.order_by("date")
     response = HttpResponse(ics.calendar_feed(monitor, visits), content_type="text/calendar; charset=utf-8")
     response["Content-Disposition"] = f'inline; filename="monitoring-{monitor.user.username}.ics"'
     return response

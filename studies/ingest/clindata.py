@@ -34,6 +34,9 @@ from studies.models import (
 TABLES = ("ctms_study", "ctms_site", "rawplus_dm", "rawplus_enroll", "rawplus_consent", "rawplus_visdt",
           "rawplus_ae", "rawplus_lb", "rawplus_ie", "rawplus_ex", "rawplus_studcomp", "rawplus_sdrgcomp",
           "edc_queries", "ctms_protdev")
+# Read where present (the demo subset predates them): rawplus_ixrsrand, the IXRS randomisation,
+# gives each randomised subject's treatment group code (trtgrpc), stored as the subject's arm.
+OPTIONAL_TABLES = ("rawplus_ixrsrand",)
 
 # Country name -> (ISO 3166-1 alpha-2, the site time zone assumed when the CTMS gives none: the
 # country's most populous zone). clindata has US, China and Japan; the rest is for other extracts.
@@ -109,6 +112,12 @@ def read_tables(directory: Path, *, all_columns: bool = False) -> dict[str, pd.D
     return {name: tables[name] for name in TABLES}
 
 
+def read_optional_tables(directory: Path) -> dict[str, pd.DataFrame]:
+    """The OPTIONAL_TABLES present in `directory`."""
+    return {name: pd.read_parquet(directory / f"{name}.parquet") for name in OPTIONAL_TABLES
+            if (directory / f"{name}.parquet").is_file()}
+
+
 def restrict_to_subjects(tables: dict[str, pd.DataFrame], subjids: set[str]) -> dict[str, pd.DataFrame]:
     """The tables cut to some subjects (screen failures of the same sites kept), for tests and the demo."""
     dm = tables["rawplus_dm"]
@@ -122,7 +131,7 @@ def restrict_to_subjects(tables: dict[str, pd.DataFrame], subjids: set[str]) -> 
     screen_failed_here = (enroll["enrollyn"] != "Y") & enroll["siteid"].isin(sites)
     out["rawplus_enroll"] = enroll[enroll["subjid"].isin(subjids) | screen_failed_here]
     for name in ("rawplus_consent", "rawplus_visdt", "rawplus_ae", "rawplus_lb", "rawplus_ie", "rawplus_ex",
-                 "rawplus_studcomp", "rawplus_sdrgcomp"):
+                 "rawplus_studcomp", "rawplus_sdrgcomp", *[t for t in OPTIONAL_TABLES if t in tables]):
         out[name] = tables[name][tables[name]["subjid"].isin(subjids)]
     out["edc_queries"] = tables["edc_queries"][tables["edc_queries"]["subjectname"].isin(nsv)]
     out["ctms_protdev"] = tables["ctms_protdev"][tables["ctms_protdev"]["subjectenrollmentnumber"].isin(subjids)]
@@ -139,7 +148,7 @@ def clindata_import(*, directory: Path, actor, limit_subjects: int | None = None
 
 
 def _load(run: ImportRun, *, directory: Path, limit_subjects: int | None) -> None:
-    tables = read_tables(directory)
+    tables = {**read_tables(directory), **read_optional_tables(directory)}
     if limit_subjects is not None:
         keep = set(sorted(tables["rawplus_dm"]["subjid"])[:limit_subjects])
         tables = restrict_to_subjects(tables, keep)
@@ -213,10 +222,15 @@ def _subjects(run: ImportRun, tables: dict, sites: dict[str, int]) -> dict[str, 
     enrolled_on = enrolled.set_index("subjid")["enroll_dt"].to_dict()
     completion = tables["rawplus_studcomp"].set_index("subjid")["compyn"].to_dict()
     status_of = {"Y": Subject.Status.COMPLETED, "N": Subject.Status.DISCONTINUED}
+    arm_of = {}
+    if "rawplus_ixrsrand" in tables:  # the randomised treatment group: the subject's arm (ARMCD)
+        randomised = tables["rawplus_ixrsrand"]  # every row a randomised subject ("Early Terminated" too)
+        arm_of = dict(zip(randomised["subjid"], _text(randomised["trtgrpc"]).str.slice(0, 20), strict=True))
     rows = [{"subject_id": s.subjid, "site_id": sites[str(s.siteid)],
              "status": status_of.get(completion.get(s.subjid), Subject.Status.ENROLLED),
              "consent_date": consent_on.get(s.subjid), "enrolment_date": enrolled_on.get(s.subjid),
-             "first_participation_date": first, "last_participation_date": last, "first_dose_date": dose}
+             "first_participation_date": first, "last_participation_date": last, "first_dose_date": dose,
+             "arm": arm_of.get(s.subjid, "")}
             for s, first, last, dose in zip(dm.itertuples(index=False), _dates(dm["firstparticipantdate"]),
                                             _dates(dm["lastparticipantdate"]), _dates(dm["firstdosedate"]),
                                             strict=True)]
@@ -229,7 +243,8 @@ def _subjects(run: ImportRun, tables: dict, sites: dict[str, int]) -> dict[str, 
         failures = failures[~elsewhere]
     rows += [{"subject_id": s.subjectid, "site_id": sites[str(s.siteid)], "status": Subject.Status.SCREEN_FAILED,
               "consent_date": None, "enrolment_date": None, "first_participation_date": None,
-              "last_participation_date": None, "first_dose_date": None} for s in failures.itertuples(index=False)]
+              "last_participation_date": None, "first_dose_date": None, "arm": ""}
+             for s in failures.itertuples(index=False)]
     run.counts["screen_failures"] = len(failures)
     stored = rows_sync(run, Subject, rows, key=("subject_id",), scope={"study": run.study}, label="subjects")
     return {subject_id: pk for (subject_id,), pk in stored.items()}

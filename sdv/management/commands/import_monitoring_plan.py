@@ -55,3 +55,5 @@ class Command(BaseCommand):
             self.stdout.write(f"Planned {figures['visits']} visit(s) ({figures['on_site']} on site, {figures['trips']} "
                               f"trip(s)): {figures['travel_km']} km against {figures['naive_km']} km naive, "
                               f"solver {figures['solver_seconds']} s")
+            for unplanned in figures["unplanned"]:
+                self.stderr.write(f"Not planned: {unplanned['why']}")
