@@ -1,6 +1,7 @@
 """Units, the matching rule at its rounding edges, analyte synonyms, and lab rows laid out from
 word boxes: the pure parts of the DataVerification agent (no OCR, no database)."""
 
+from dataclasses import replace
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -326,3 +327,28 @@ def test_a_second_reading_that_restores_the_point_of_a_flagged_value_settles_it(
     row = _row("16", unit="mg/dL", range_="0.2-1.2", flag="H", confidence=80, second="1.6", second_confidence=90,
                name="TBIL")
     assert matching.verdict_for(bili, matching.rows_with_analytes([row]), review_below=60).verdict == "discrepancy"
+
+
+def _laid_out(words, *, second="", second_confidence=0.0):
+    return [matching.PageRow(page=1, name=r.name, value=r.value, unit=r.unit, confidence=r.confidence,
+                             value_box=list(r.value_box), box=list(r.box), text=r.text, range=r.range, flag=r.flag,
+                             second=second, second_confidence=second_confidence)
+            for r in layout.page_rows(words)]
+
+
+def test_a_result_glued_to_its_name_is_no_confident_reading_on_its_own():
+    # Seed 99 of bench_sdv, page 21: "Aspartate aminotransferase 34" read as one word
+    # "aminotransferasa4" (confidence 85): the gap was lost with the "3" in it. The "4" split off is
+    # not a confident reading of a different value: no query from it, a review.
+    words = _line(300, (50, "Aspartate aminotransferasa4"), (560, "U/L"), (700, "0 - 40"))
+    rows = _laid_out(words, second="a4", second_confidence=91.0)  # the second reading: no number either
+    assert rows[0].value == "4"
+    ast = matching.EdcValue(data_point_id=1, item_id=1, item_label="AST", value="34", unit="U/L", analyte="AST")
+    assert matching.verdict_for(ast, matching.rows_with_analytes(rows), review_below=60).verdict == "needs_review"
+    assert rows[0].confidence == layout.GLUED_VALUE_CONFIDENCE
+    # a value split off its name still verifies when it matches, and a second reading that reads
+    # the same number confirms it: a confident reading again, a difference is a discrepancy
+    assert matching.verdict_for(replace(ast, value="4"), matching.rows_with_analytes(_laid_out(words)),
+                                review_below=60).verdict == "verified"
+    confirmed = _laid_out(words, second="4", second_confidence=91.0)
+    assert matching.verdict_for(ast, matching.rows_with_analytes(confirmed), review_below=60).verdict == "discrepancy"

@@ -72,11 +72,16 @@ def lines_of(words: list) -> list[list]:
 
 
 _NAME_AND_NUMBER = re.compile(r"^([A-Za-z]{4,})(\d+(?:[.,]\d+)?)$")
+GLUED_VALUE_CONFIDENCE = 50.0  # at most, for a result split off its name (a digit may be lost in the seam)
 
 
 def _split_glued_names(line: list) -> list:
     """"aminotransferase46": a name and its result read as one word (the gap was lost): two words,
-    the box split in proportion. Short letter runs stay whole (B12, A1c, Ca2+)."""
+    the box split in proportion. Short letter runs stay whole (B12, A1c, Ca2+). Where tesseract lost
+    the gap it may have lost a digit too, merged into the last letter ("aminotransferase34" read
+    "aminotransferasa4"): the word's confidence is the name's as much as the value's, so the value
+    keeps at most GLUED_VALUE_CONFIDENCE (below the review threshold) until a second reading
+    confirms it."""
     out = []
     for word in line:
         match = _NAME_AND_NUMBER.match(word[0])
@@ -86,7 +91,8 @@ def _split_glued_names(line: list) -> list:
         name, number = match.groups()
         x0, x1 = word[2], word[4]
         cut = x0 + round((x1 - x0) * len(name) / len(word[0]))
-        out += [(name, word[1], x0, word[3], cut, word[5]), (number, word[1], cut, word[3], x1, word[5])]
+        out += [(name, word[1], x0, word[3], cut, word[5]),
+                (number, min(word[1], GLUED_VALUE_CONFIDENCE), cut, word[3], x1, word[5])]
     return out
 
 
