@@ -352,3 +352,26 @@ def test_a_result_glued_to_its_name_is_no_confident_reading_on_its_own():
                                 review_below=60).verdict == "verified"
     confirmed = _laid_out(words, second="4", second_confidence=91.0)
     assert matching.verdict_for(ast, matching.rows_with_analytes(confirmed), review_below=60).verdict == "discrepancy"
+
+
+def test_a_doubtful_reading_that_matches_the_edc_is_settled_without_a_second_reading():
+    potassium = matching.EdcValue(data_point_id=1, item_id=1, item_label="Potassium", value="4.2", unit="mmol/L",
+                                  analyte="K")
+    sodium = matching.EdcValue(data_point_id=2, item_id=2, item_label="Sodium", value="140", unit="mmol/L",
+                               analyte="SODIUM")
+    rows = matching.rows_with_analytes([_row("4.2", confidence=70), _row("4.7", confidence=70),
+                                        _row("7.2", confidence=70), _row("140", confidence=70, name="Sodium",
+                                                                         range_="135 - 145")])
+    matches, differs, out_of_range, other = rows
+    assert matching.reading_settles(matches, [potassium, sodium])
+    assert not matching.reading_settles(differs, [potassium, sodium])  # a difference is read again
+    assert not matching.reading_settles(out_of_range, [matching.EdcValue(  # its own row contradicts it
+        data_point_id=1, item_id=1, item_label="Potassium", value="7.2", unit="mmol/L", analyte="K")])
+    assert matching.reading_settles(other, [potassium, sodium])
+    # Settled and compared later with a changed EDC value: unconfirmed, for review, never a query.
+    changed = matching.EdcValue(data_point_id=1, item_id=1, item_label="Potassium", value="4.9", unit="mmol/L",
+                                analyte="K")
+    settled = replace(matches, confidence=95.0, settled=True)
+    assert matching.verdict_for(changed, [settled], review_below=60).verdict == "needs_review"
+    assert matching.verdict_for(changed, [replace(settled, settled=False)], review_below=60).verdict == "discrepancy"
+    assert matching.verdict_for(potassium, [settled], review_below=60).verdict == "verified"

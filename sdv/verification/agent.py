@@ -86,7 +86,7 @@ class DataVerificationAgent(Agent):
         actor = agent_user(self.name)
         reason = f"Read by {self.name} v{self.version} (run {step.run_id}, step {step.pk})"
         totals = {"documents": 0, "pages": 0, "failed": 0, "matched_again": 0, "verdicts": {}, "queries_raised": 0,
-                  "queries_linked": 0}
+                  "queries_linked": 0, "values_read_again": 0, "values_settled": 0}
         steps = config["steps"] if "steps" in config else ocr.DEFAULT_STEPS
         reads = documents_read(batch, workers=workers, steps=steps)
         totals["read_seconds"] = round(time.monotonic() - started, 2)
@@ -95,6 +95,8 @@ class DataVerificationAgent(Agent):
             self._add(totals, counts)
             totals["documents"] += 1
             totals["pages"] += len(read.pages)
+            totals["values_read_again"] += sum(p.read_again for p in read.pages)
+            totals["values_settled"] += sum(p.settled for p in read.pages)
             totals["failed"] += bool(read.error)
         for document in stale:
             counts = document_store(document=document, read=None, actor=actor,

@@ -53,6 +53,7 @@ class PageRow:
     flag: str = ""
     second: str = ""  # the value read a second time, "" when not
     second_confidence: float = 0.0
+    settled: bool = False  # not read a second time: the first reading matched the EDC when read (reading_settles)
     analyte: str | None = None
     name_score: float = 0.0
 
@@ -184,6 +185,9 @@ def _readings(row: PageRow) -> list[tuple[str, float]]:
     differs (a weak one only while the other is weak too). A second reading that is no number
     leaves the first uncorroborated: it keeps UNCORROBORATED of its confidence."""
     first = number_parse(row.value)
+    if row.settled and not row.second:
+        # Read once because it matched the EDC of its day: against another EDC value it is unconfirmed.
+        return [(row.value, min(row.confidence, DOUBTFUL))] if first else []
     out = [(row.value, row.confidence)] if first else []
     second_text = _second(row.second)
     second = number_parse(second_text) if second_text else None
@@ -375,6 +379,18 @@ def row_contradicts_edc(value: EdcValue, row: PageRow, unit: str) -> str:
     flag = f" flagged {row.flag}" if row.flag else " unflagged"
     return (f"the EDC value ({shown}) disagrees with the range printed on the row ({row.range},{flag}), which "
             f"the page value ({', '.join(t for t, _ in readings)}) agrees with")
+
+
+def reading_settles(row: PageRow, values: list[EdcValue]) -> bool:
+    """Whether a doubtful first reading needs no second one: it agrees with its own row's range and
+    flag, and matches the EDC value of every item it is about (or is about none of them). A second
+    reading could not change those verdicts (a match needs no confidence, see the module's
+    docstring), so it is not made; the row is marked `settled`, and should the EDC value change
+    later, the single reading is compared as unconfirmed (for review, never a query)."""
+    if strictly_consistent(row.value, row.range, row.flag) is False:
+        return False
+    about = [v for v in values if _rows_for(v, [row])]
+    return all(v.value.strip() and _judge(v, row)[0] == 0 for v in about)
 
 
 def verdict_for(value: EdcValue, rows: list[PageRow], *, review_below: float) -> Verdict:

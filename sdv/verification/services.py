@@ -24,7 +24,7 @@ from sdv.documents import document_path
 from sdv.models import SourceDocument, SourcePage, SourceVerification
 from sdv.verification import analytes, files, layout, matching, ocr
 from sdv.verification.units import number_parse, unit_known, unit_normalise
-from studies.audit import set_audit
+from studies.audit import audited_bulk_create, set_audit
 from studies.models import DataPoint
 from studies.selectors import user_can
 
@@ -53,6 +53,8 @@ class PageRead:
     words: list = field(default_factory=list)  # [[text, confidence, x0, y0, x1, y1]]
     rows: list = field(default_factory=list)  # layout.Row.as_json()
     crops: list = field(default_factory=list, repr=False)  # (row index, image) waiting for a second reading
+    read_again: int = 0  # values read a second time
+    settled: int = 0  # doubtful values not read again: their first reading matched the EDC
 
     @property
     def mean_confidence(self) -> float | None:
@@ -105,6 +107,24 @@ def _ocr_page(image, number: int, dpi: int, steps) -> PageRead:
     return read
 
 
+def _settled_drop(page: PageRead, expected: list[matching.EdcValue]) -> None:
+    """Drop the crops of values whose first reading already settles their verdicts
+    (matching.reading_settles): a second reading of a value that matches the EDC changes nothing."""
+    if not page.crops:
+        return
+    keep, settled = [], 0
+    for index, crop in page.crops:
+        row = _page_row(page.number, page.rows[index])
+        if matching.reading_settles(matching.rows_with_analytes([row])[0], expected):
+            page.rows[index]["settled"] = True
+            settled += 1
+        else:
+            keep.append((index, crop))
+    page.crops, page.read_again, page.settled = keep, len(keep), settled
+    page.steps = [s for s in page.steps if not s.startswith("reread ")] + (
+        [f"reread {len(keep)}"] if keep else []) + ([f"settled {settled}"] if settled else [])
+
+
 def _second_readings(pages: list[PageRead], pool: ThreadPoolExecutor, workers: int) -> None:
     """Read every page's doubtful values a second time: all crops in `workers` strips at once."""
     pending = [(page, index, crop) for page in pages for index, crop in getattr(page, "crops", [])]
@@ -126,12 +146,15 @@ def documents_read(documents: list[SourceDocument], *, workers: int | None = Non
     once (one tesseract process each). Pages are decoded and rendered here, one at a time, while
     the pool reads the ones before (PDFium is not thread-safe; tesseract is a process)."""
     results = {d.pk: DocumentRead(d.pk) for d in documents}
+    expected: dict[int, list[matching.EdcValue]] = {}
     futures: list[tuple[int, Future]] = []
     workers = workers or ocr_workers()
     slots = threading.BoundedSemaphore(workers * 2)  # pages decoded ahead of the pool, at most
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ocr") as pool:
         for document in documents:
             started = time.monotonic()
+            # What the second readings are weighed against (while the pool reads the pages before).
+            expected[document.pk] = [value for _, value in _edc_values(document)]
             try:
                 for page in files.document_pages(document_path(document), document.content_type,
                                                  dpi=settings.SDV_RENDER_DPI, max_pixels=settings.SDV_MAX_IMAGE_PIXELS):
@@ -153,7 +176,9 @@ def documents_read(documents: list[SourceDocument], *, workers: int | None = Non
             results[document.pk].seconds += time.monotonic() - started
         for document_id, future in futures:
             try:
-                results[document_id].pages.append(future.result())
+                page = future.result()
+                _settled_drop(page, expected[document_id])
+                results[document_id].pages.append(page)
             except ocr.OcrUnavailable:
                 raise
             except (OSError, ValueError, RuntimeError) as error:
@@ -190,16 +215,16 @@ def _edc_values(document: SourceDocument) -> list[tuple[DataPoint, matching.EdcV
     return out
 
 
+def _page_row(number: int, row: dict) -> matching.PageRow:
+    return matching.PageRow(page=number, name=row["name"], value=row["value"], unit=row["unit"],
+                            confidence=float(row["confidence"]), value_box=row["value_box"], box=row["box"],
+                            text=row["text"], range=row.get("range", ""), flag=row.get("flag", ""),
+                            second=row.get("second", ""), second_confidence=float(row.get("second_confidence", 0.0)),
+                            settled=bool(row.get("settled")))
+
+
 def _page_rows(pages) -> list[matching.PageRow]:
-    rows = []
-    for page in pages:
-        for row in page.rows:
-            rows.append(matching.PageRow(page=page.number, name=row["name"], value=row["value"], unit=row["unit"],
-                                         confidence=float(row["confidence"]), value_box=row["value_box"],
-                                         box=row["box"], text=row["text"], range=row.get("range", ""),
-                                         flag=row.get("flag", ""), second=row.get("second", ""),
-                                         second_confidence=float(row.get("second_confidence", 0.0))))
-    return matching.rows_with_analytes(rows)
+    return matching.rows_with_analytes([_page_row(page.number, row) for page in pages for row in page.rows])
 
 
 @dataclass
@@ -235,15 +260,21 @@ def document_store(*, document: SourceDocument, read: DocumentRead | None, actor
         # PostgreSQL refuses FOR UPDATE on the nullable side of an outer join.
         stored = {v.item_id: v for v in SourceVerification.objects.select_for_update(of=("self",))
                   .filter(document=document).order_by("pk")}
+        verifications, fresh = [], []
         for point, value in _edc_values(document):
             verdict = matching.verdict_for(value, rows, review_below=settings.SDV_REVIEW_CONFIDENCE)
             counts.verdicts[verdict.verdict] = counts.verdicts.get(verdict.verdict, 0) + 1
             verification, changed = _verification_upsert(document, point, value, verdict, stored.get(value.item_id),
                                                           now=now)
-            if changed:
+            if changed and verification.pk is None:
+                fresh.append(verification)  # a document's first verdicts: one insert, with their history rows
+            elif changed:
                 set_audit(verification, actor=actor, reason=reason)
                 verification.save()
-                counts.written += 1
+            counts.written += changed
+            verifications.append(verification)
+        audited_bulk_create(fresh, actor=actor, reason=reason)
+        for verification in verifications:
             if verification.verdict == V.DISCREPANCY and verification.query_id is None:
                 query, created = _discrepancy_query(verification, actor=actor)
                 if query is not None:
