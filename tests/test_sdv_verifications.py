@@ -314,3 +314,28 @@ def test_an_edc_sync_that_changes_a_verified_value_unverifies_it(settings):
     assert point.history.all()[1].sdv_state == "verified"
     verification.refresh_from_db()
     assert verification.stale
+
+
+def test_a_reading_settled_by_the_edc_of_its_day_is_only_for_review_after_the_edc_changes(trial):
+    """A doubtful value that matched the EDC when read was not read a second time (settled): once
+    the EDC value changes, that single reading cannot raise a query, however confident it was."""
+    from agents.identity import agent_user
+    from studies.audit import set_audit
+
+    page = trial.document.pages.get()
+    rows = [dict(r, settled=True) if r["name"] == "Potassium" or r["value"] == "5.4" else r for r in page.rows]
+    assert rows != page.rows
+    page.rows = rows
+    set_audit(page, actor=agent_user("DataVerification"), reason="test: a settled reading")
+    page.save()
+    point = trial.points["LB.K"]
+    queries = Query.objects.filter(data_point=point).count()
+    api(trial.coordinator).patch(f"/api/v1/data-points/{point.pk}/", {"raw_value": "5.9", "reason": "Typo"},
+                                 format="json")
+
+    document_store(document=trial.document, read=None, actor=agent_user("DataVerification"), reason="matched again")
+
+    verification = SourceVerification.objects.get(document=trial.document, item__oid="LB.K")
+    assert (verification.verdict, verification.edc_value, verification.source_value) == ("needs_review", "5.9", "5.4")
+    assert Query.objects.filter(data_point=point).count() == queries  # no new query from an unconfirmed reading
+    assert verification.history.latest().history_change_reason == "matched again"
