@@ -94,7 +94,8 @@ def test_a_site_coordinator_walks_from_login_to_the_audit_trail(live_server, bro
 
     page.get_by_role("link", name="101-001").click()
     assert page.get_by_role("heading", name="Subject 101-001").is_visible()
-    assert page.get_by_text("Systolic blood pressure").is_visible()
+    # is_visible() does not wait: under load the visit's rows may still be rendering (a CI run fell there)
+    page.get_by_text("Systolic blood pressure").wait_for(state="visible")
     assert page.get_by_text("2025-02-03").is_visible()
     page.screenshot(path=SCREENSHOTS / "04_subject.png", full_page=True)
 
